@@ -1,0 +1,84 @@
+"""Saving a SimCLR model the way the Hub serves it: weights, config, code, image processor and a timm export."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from timm.models import save_for_hf
+from transformers import BitImageProcessor
+
+from .modeling_simclr import SimCLRPreTrainedModel
+
+# Evaluation resizes the short side to image_size / CROP_PCT, then centre-crops image_size (224 -> 256 -> 224).
+CROP_PCT = 0.875
+
+# Keys of a timm pretrained_cfg that describe the source checkpoint of the architecture, not these weights.
+_SOURCE_KEYS = ("tag", "hf_hub_id", "origin_url", "paper_ids", "paper_name", "notes", "license", "test_input_size",
+                "test_crop_pct", "pool_size")
+
+
+def build_image_processor(config) -> BitImageProcessor:
+    """The evaluation preprocessing for a SimCLR config: resize, centre crop, normalise (a built-in class)."""
+    return BitImageProcessor(
+        do_resize=True,
+        size={"shortest_edge": round(config.image_size / CROP_PCT)},
+        resample=3,  # bicubic
+        do_center_crop=True,
+        crop_size={"height": config.image_size, "width": config.image_size},
+        do_normalize=True,
+        image_mean=list(config.image_mean),
+        image_std=list(config.image_std),
+        do_convert_rgb=True,
+    )
+
+
+def save_model(model: SimCLRPreTrainedModel, output_dir: str | Path) -> Path:
+    """Save weights (safetensors), config with `auto_map`, code files and the image processor to `output_dir`.
+
+    Everything is written to a temporary folder first and moved into place file by file, so an interrupted save
+    never leaves a half-written model where a complete one was.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".saving-") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        build_image_processor(model.config).save_pretrained(tmp)
+        for path in Path(tmp).iterdir():
+            path.replace(output_dir / path.name)
+    return output_dir
+
+
+def export_timm_encoder(model: SimCLRPreTrainedModel, output_dir: str | Path) -> Path:
+    """Write the encoder alone as a timm checkpoint folder.
+
+    The folder loads with `timm.create_model("hf-hub:org/name")` once pushed (or with
+    `pretrained_cfg_overlay=dict(file=".../model.safetensors")` locally) and with transformers'
+    `AutoModel` as a `TimmWrapperModel`; both give the SimCLR representation h.
+    """
+    output_dir = Path(output_dir)
+    config = model.config
+    data_config = {
+        "input_size": (3, config.image_size, config.image_size),
+        "crop_pct": CROP_PCT,
+        "interpolation": "bicubic",
+        "mean": tuple(config.image_mean),
+        "std": tuple(config.image_std),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        save_for_hf(model.encoder, tmp, safe_serialization=True, data_config=data_config)
+        config_path = Path(tmp) / "config.json"
+        timm_config = json.loads(config_path.read_text())
+        # TimmWrapperModel passes num_classes itself and fails on a second copy in model_args.
+        timm_config.get("model_args", {}).pop("num_classes", None)
+        pretrained_cfg = timm_config["pretrained_cfg"]
+        for key in _SOURCE_KEYS:
+            pretrained_cfg.pop(key, None)
+        pretrained_cfg.update(data_config, num_classes=0)
+        config_path.write_text(json.dumps(timm_config, indent=2) + "\n")
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for path in Path(tmp).iterdir():
+            shutil.move(str(path), output_dir / path.name)
+    return output_dir

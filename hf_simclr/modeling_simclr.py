@@ -1,0 +1,233 @@
+"""SimCLR models: a timm encoder, a projection head and the NT-Xent loss as transformers `PreTrainedModel`s.
+
+This file is copied into saved model folders for ``trust_remote_code`` users: it imports only torch, timm,
+transformers and its siblings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import timm
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.utils import ModelOutput
+
+from .configuration_simclr import SimCLRConfig
+from .loss import NTXentLoss
+
+
+_AUTO_MAP = {
+    "AutoConfig": "configuration_simclr.SimCLRConfig",
+    "AutoModel": "modeling_simclr.SimCLRModel",
+    "AutoModelForImageClassification": "modeling_simclr.SimCLRForImageClassification",
+}
+
+
+@dataclass
+class SimCLRModelOutput(ModelOutput):
+    """Output of [`SimCLRModel`].
+
+    When `pixel_values_2` is given the two views are encoded in one pass: every tensor below then has 2B rows,
+    the first B for `pixel_values` and the last B for `pixel_values_2`.
+
+    Args:
+        loss: NT-Xent over the 2B views (only when two views are given).
+        last_hidden_state: the encoder's final feature map, `(B, C, H, W)` for CNNs.
+        pooler_output: the representation h used for transfer learning, `(B, C)`.
+        projections: z = projection_head(h), `(B, projection_dim)`, the vectors the loss compares.
+    """
+
+    loss: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    projections: torch.FloatTensor | None = None
+
+
+class SimCLRProjectionHead(nn.Sequential):
+    """g(h): Dense-(BN)-ReLU blocks then a final Dense (SimCLR: 2 layers, SimCLRv2: 3 layers with BN)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, batch_norm: bool) -> None:
+        layers: list[nn.Module] = []
+        dim = in_dim
+        for _ in range(num_layers - 1):
+            layers += [nn.Linear(dim, hidden_dim, bias=not batch_norm)]
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(hidden_dim))
+            layers.append(nn.ReLU(inplace=True))
+            dim = hidden_dim
+        layers.append(nn.Linear(dim, out_dim, bias=not batch_norm))
+        if batch_norm:
+            # SimCLRv2 ends with a BN without a learned scale/shift on z
+            layers.append(nn.BatchNorm1d(out_dim, affine=False))
+        super().__init__(*layers)
+
+    def reset_parameters(self) -> None:
+        for layer in self:
+            if hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
+
+
+class SimCLRPreTrainedModel(PreTrainedModel):
+    config_class = SimCLRConfig
+    config: SimCLRConfig
+    base_model_prefix = "simclr"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    _no_split_modules: list[str] = []
+    supports_gradient_checkpointing = False
+
+    def _create_encoder(self) -> nn.Module:
+        config = self.config
+        if not timm.is_model(config.backbone):
+            raise ValueError(
+                f"backbone {config.backbone!r} is not a timm model name; see timm.list_models() for the choices"
+            )
+        return timm.create_model(config.backbone, pretrained=False, num_classes=0, **config.backbone_kwargs)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # The encoder keeps timm's own initialisation (e.g. zero-initialised last BN of each residual block):
+        # only the modules this class adds on top are initialised here.
+        if isinstance(module, SimCLRProjectionHead):
+            module.reset_parameters()
+
+    def _encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feature_map = self.encoder.forward_features(pixel_values)
+        pooled = self.encoder.forward_head(feature_map, pre_logits=True)
+        return feature_map, pooled
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):  # noqa: D102 - same contract as PreTrainedModel.from_pretrained
+        # A checkpoint whose encoder weights are missing would otherwise load with random encoder weights
+        # and only a warning: refuse it instead.
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing = sorted(k for k in info["missing_keys"] if k.startswith("encoder."))
+        if missing:
+            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            raise ValueError(
+                f"{source} has no weights for {len(missing)} encoder tensors (e.g. {missing[0]}): it is not a "
+                f"checkpoint of backbone {model.config.backbone!r}; point to a folder saved by SimCLRModel.save_pretrained"
+            )
+        if getattr(model.config, "freeze_encoder", False) and hasattr(model, "freeze_encoder"):
+            # loading replaced the parameters frozen in __init__
+            model.freeze_encoder()
+        return (model, info) if wants_info else model
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:  # noqa: D102
+        # Either head loads from either checkpoint, so the saved config maps both Auto classes to this code.
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **_AUTO_MAP}
+        super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class SimCLRModel(SimCLRPreTrainedModel):
+    """SimCLR (Chen et al. 2020): encoder f, projection head g and NT-Xent over two augmented views."""
+
+    def __init__(self, config: SimCLRConfig) -> None:
+        super().__init__(config)
+        self.encoder = self._create_encoder()
+        self.projection_head = SimCLRProjectionHead(
+            self.encoder.num_features,
+            config.projection_hidden_dim,
+            config.projection_dim,
+            config.projection_layers,
+            config.projection_batch_norm,
+        )
+        self.loss_fn = NTXentLoss(temperature=config.temperature)
+        self.post_init()
+
+    @property
+    def num_features(self) -> int:
+        """Size of h, the representation used downstream (2048 for ResNet-50)."""
+        return self.encoder.num_features
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_values_2: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SimCLRModelOutput | tuple:
+        """Encode `pixel_values` (and `pixel_values_2`, the second view of the same images) and project them.
+
+        With two views the loss is NT-Xent with the config's temperature, averaged over the 2B anchors, each
+        scored against its positive and the 2B-2 other views (gathered across processes when distributed).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        batch_size = pixel_values.shape[0]
+        if pixel_values_2 is not None:
+            if pixel_values_2.shape != pixel_values.shape:
+                raise ValueError(
+                    f"pixel_values_2 must have the shape of pixel_values, got {tuple(pixel_values_2.shape)} "
+                    f"and {tuple(pixel_values.shape)}"
+                )
+            # one pass over both views: a single BatchNorm batch and better accelerator utilisation
+            pixel_values = torch.cat([pixel_values, pixel_values_2])
+        feature_map, pooled = self._encode(pixel_values)
+        projections = self.projection_head(pooled)
+        loss = None
+        if pixel_values_2 is not None:
+            loss = self.loss_fn(projections[:batch_size], projections[batch_size:])
+        output = SimCLRModelOutput(
+            loss=loss, last_hidden_state=feature_map, pooler_output=pooled, projections=projections
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class SimCLRForImageClassification(SimCLRPreTrainedModel):
+    """A SimCLR encoder with a linear classifier on h, for linear evaluation and fine-tuning.
+
+    Loading a [`SimCLRModel`] checkpoint carries the encoder over and creates a new classifier; the projection
+    head is dropped. With `config.freeze_encoder` (or `freeze_encoder()`), only the classifier trains and the
+    encoder stays in eval mode so its BatchNorm statistics do not move.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"projection_head\..*"]
+
+    def __init__(self, config: SimCLRConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.encoder = self._create_encoder()
+        self.classifier = nn.Linear(self.encoder.num_features, config.num_labels)
+        self.post_init()
+        if config.freeze_encoder:
+            self.freeze_encoder()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if module is getattr(self, "classifier", None):
+            # the linear-evaluation protocol's classifier initialisation
+            nn.init.normal_(module.weight, std=0.01)
+            nn.init.zeros_(module.bias)
+
+    def freeze_encoder(self, freeze: bool = True) -> None:
+        """Stop (or restart) gradient updates of the encoder; frozen, it also stays in eval mode."""
+        self.config.freeze_encoder = freeze
+        self.encoder.requires_grad_(not freeze)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> SimCLRForImageClassification:
+        super().train(mode)
+        if self.config.freeze_encoder:
+            self.encoder.eval()
+        return self
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        feature_map, pooled = self._encode(pixel_values)
+        logits = self.classifier(pooled)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels, logits, self.config)
+        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=None)
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = ["SimCLRModel", "SimCLRForImageClassification", "SimCLRPreTrainedModel", "SimCLRModelOutput"]

@@ -1,0 +1,230 @@
+"""SimCLRConfig / SimCLRModel / SimCLRForImageClassification and their Hugging Face format."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import timm
+import torch
+from conftest import run_python, tiny_config
+from PIL import Image
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
+
+from hf_simclr import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
+from hf_simclr.export import export_timm_encoder
+
+IMAGE_SIZE = 64
+
+
+def reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
+    """The NT-Xent formula written out anchor by anchor in float64."""
+    z = torch.cat([z1, z2]).double()
+    z = z / z.norm(dim=1, keepdim=True)
+    n2 = z.shape[0]
+    n = n2 // 2
+    total = 0.0
+    for i in range(n2):
+        positive = (i + n) % n2
+        sims = [(z[i] @ z[k]).item() / temperature for k in range(n2)]
+        denominator = sum(math.exp(sims[k]) for k in range(n2) if k != i)
+        total += -math.log(math.exp(sims[positive]) / denominator)
+    return total / n2
+
+
+def test_forward_outputs_and_loss_match_formula():
+    torch.manual_seed(0)
+    model = SimCLRModel(tiny_config(temperature=0.2)).double()
+    x1, x2 = torch.randn(2, 5, 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.float64)
+    out = model(pixel_values=x1, pixel_values_2=x2)
+    assert out.pooler_output.shape == (10, 512)
+    assert out.last_hidden_state.shape == (10, 512, 2, 2)
+    assert out.projections.shape == (10, 32)
+    expected = reference_nt_xent(out.projections[:5].detach(), out.projections[5:].detach(), 0.2)
+    assert out.loss.item() == pytest.approx(expected, abs=1e-10)
+    one_view = model(pixel_values=x1)
+    assert one_view.loss is None and one_view.pooler_output.shape == (5, 512)
+    assert isinstance(model(x1, return_dict=False), tuple)
+
+
+def test_encoder_keeps_timm_initialisation():
+    torch.manual_seed(0)
+    model = SimCLRModel(tiny_config())
+    torch.manual_seed(0)
+    reference = timm.create_model("resnet18", num_classes=0)
+    ours = model.encoder.state_dict()
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(ours[name], tensor), name
+    # timm zero-initialises the last BN of each residual block; a generic re-init would set it to 1
+    assert torch.count_nonzero(model.encoder.layer1[0].bn2.weight) == 0
+    # kaiming fan-out init of convolutions, not transformers' normal(0.02)
+    conv = model.encoder.layer3[0].conv1.weight
+    assert conv.std().item() == pytest.approx(math.sqrt(2 / (conv.shape[0] * 9)), rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"projection_dim": 0}, "projection_dim"),
+        ({"projection_layers": 4}, "projection_layers"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"temperature": "warm"}, "temperature"),
+        ({"image_size": 4}, "image_size"),
+        ({"image_std": [0.2, 0.0, 0.2]}, "image_std"),
+        ({"backbone_kwargs": {"num_classes": 10}}, "num_classes"),
+    ],
+)
+def test_bad_config_values_name_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field):
+        SimCLRConfig(**overrides)
+
+
+def test_unknown_backbone_is_a_clear_error():
+    with pytest.raises(ValueError, match="not a timm model name"):
+        SimCLRModel(tiny_config(backbone="resnet_does_not_exist"))
+
+
+@pytest.mark.parametrize("layers, batch_norm", [(2, False), (3, True), (1, False)])
+def test_projection_head_variants(layers, batch_norm):
+    model = SimCLRModel(tiny_config(projection_layers=layers, projection_batch_norm=batch_norm))
+    linears = [m for m in model.projection_head if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == layers
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.projection_head) == batch_norm
+    out = model(torch.randn(3, 3, IMAGE_SIZE, IMAGE_SIZE), torch.randn(3, 3, IMAGE_SIZE, IMAGE_SIZE))
+    assert out.projections.shape == (6, 32) and torch.isfinite(out.loss)
+
+
+def test_saved_folder_layout(tiny_model_dir):
+    names = {p.name for p in tiny_model_dir.iterdir()}
+    assert {"model.safetensors", "config.json", "preprocessor_config.json"} <= names
+    assert {"configuration_simclr.py", "modeling_simclr.py", "loss.py"} <= names
+    assert not any(name.endswith((".bin", ".pt", ".pth")) for name in names)
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    assert config.auto_map["AutoModel"] == "modeling_simclr.SimCLRModel"
+    assert config.auto_map["AutoModelForImageClassification"] == "modeling_simclr.SimCLRForImageClassification"
+    # the copied code must run where only torch, timm and transformers exist
+    for name in ("configuration_simclr.py", "modeling_simclr.py", "loss.py"):
+        source = (tiny_model_dir / name).read_text()
+        imports = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import", "from"))}
+        assert imports <= {"__future__", "dataclasses", "typing", "torch", "timm", "transformers", ""}, (name, imports)
+
+
+_LOAD_AND_RUN = """
+    import json, torch
+    {import_line}
+    from transformers import AutoModel
+    model = AutoModel.from_pretrained({folder!r}{kwargs}).eval()
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        h = model(pixel_values=x).pooler_output
+    state = {{k: v.double().sum().item() for k, v in model.state_dict().items()}}
+    print(json.dumps({{"cls": type(model).__module__ + "." + type(model).__name__, "h": h.tolist(), "state": state}}))
+"""
+
+
+def _local_reference(folder):
+    model = SimCLRModel.from_pretrained(folder).eval()
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        h = model(pixel_values=x).pooler_output
+    return model, h
+
+
+def test_reload_in_fresh_process_is_identical(tiny_model_dir):
+    model, h = _local_reference(tiny_model_dir)
+    out = run_python(_LOAD_AND_RUN.format(import_line="import hf_simclr", folder=str(tiny_model_dir), kwargs=""))
+    assert out["cls"] == "hf_simclr.modeling_simclr.SimCLRModel"
+    assert torch.equal(torch.tensor(out["h"]), h)
+    assert out["state"] == {k: v.double().sum().item() for k, v in model.state_dict().items()}
+
+
+def test_remote_code_load_without_hf_simclr(tiny_model_dir, tmp_path):
+    _, h = _local_reference(tiny_model_dir)
+    code = _LOAD_AND_RUN.format(import_line="", folder=str(tiny_model_dir), kwargs=", trust_remote_code=True")
+    out = run_python(code, block_hf_simclr=True, env={"HF_HOME": str(tmp_path)})
+    assert out["cls"].startswith("transformers_modules.") and out["cls"].endswith("SimCLRModel")
+    assert torch.equal(torch.tensor(out["h"]), h)
+
+
+def _test_image() -> Image.Image:
+    return Image.fromarray(np.random.RandomState(0).randint(0, 255, (90, 120, 3), dtype=np.uint8))
+
+
+def test_pipeline_pooled_features_equal_pooler_output(tiny_model_dir):
+    model, _ = _local_reference(tiny_model_dir)
+    processor = AutoImageProcessor.from_pretrained(tiny_model_dir)
+    image = _test_image()
+    with torch.no_grad():
+        expected = model(**processor(image, return_tensors="pt")).pooler_output
+    features = pipeline("image-feature-extraction", model=str(tiny_model_dir))(image, pool=True)
+    assert torch.allclose(torch.tensor(features), expected, atol=1e-5)
+    assert processor(image, return_tensors="pt")["pixel_values"].shape == (1, 3, 64, 64)
+
+
+def test_pipeline_with_remote_code_without_hf_simclr(tiny_model_dir, tmp_path):
+    model, _ = _local_reference(tiny_model_dir)
+    image = _test_image()
+    image.save(tmp_path / "image.png")
+    with torch.no_grad():
+        expected = model(**AutoImageProcessor.from_pretrained(tiny_model_dir)(image, return_tensors="pt")).pooler_output
+    out = run_python(
+        f"""
+        import json
+        from transformers import pipeline
+        pipe = pipeline("image-feature-extraction", model={str(tiny_model_dir)!r}, trust_remote_code=True)
+        print(json.dumps({{"h": pipe({str(tmp_path / "image.png")!r}, pool=True)}}))
+        """,
+        block_hf_simclr=True,
+        env={"HF_HOME": str(tmp_path / "hf")},
+    )
+    assert torch.allclose(torch.tensor(out["h"]), expected, atol=1e-5)
+
+
+def test_classification_model_from_simclr_checkpoint(tiny_model_dir):
+    base = SimCLRModel.from_pretrained(tiny_model_dir)
+    labels = {0: "cat", 1: "dog", 2: "bird"}
+    model = AutoModelForImageClassification.from_pretrained(
+        tiny_model_dir, num_labels=3, id2label=labels, label2id={v: k for k, v in labels.items()}
+    )
+    assert isinstance(model, SimCLRForImageClassification)
+    for name, tensor in base.encoder.state_dict().items():
+        assert torch.equal(model.encoder.state_dict()[name], tensor), name
+    assert model.classifier.weight.shape == (3, 512)
+    out = model(torch.randn(4, 3, 64, 64), labels=torch.tensor([0, 1, 2, 0]))
+    assert out.logits.shape == (4, 3) and torch.isfinite(out.loss)
+    assert model.config.id2label[1] == "dog"
+
+
+def test_freeze_encoder_keeps_bn_statistics_and_weights(tiny_model_dir):
+    model = SimCLRForImageClassification.from_pretrained(tiny_model_dir, num_labels=3, freeze_encoder=True)
+    model.train()
+    assert not model.encoder.training and model.classifier.training
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    assert {id(p) for g in optimizer.param_groups for p in g["params"]} == {
+        id(p) for p in model.classifier.parameters()
+    }
+    model(torch.randn(4, 3, 64, 64), labels=torch.tensor([0, 1, 2, 0])).loss.backward()
+    optimizer.step()
+    assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in before.items())
+
+
+def test_loading_a_checkpoint_of_another_backbone_fails_loudly(tiny_model_dir):
+    with pytest.raises(ValueError, match="encoder tensors"):
+        SimCLRModel.from_pretrained(tiny_model_dir, backbone="resnet34")
+
+
+def test_timm_export_loads_in_timm_and_transformers(tiny_model_dir, tmp_path):
+    model, h = _local_reference(tiny_model_dir)
+    export_timm_encoder(model, tmp_path)
+    timm_model = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    wrapper = AutoModel.from_pretrained(tmp_path).eval()
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(timm_model(x), h)
+        assert torch.equal(wrapper(pixel_values=x).pooler_output, h)
+    assert timm_model.pretrained_cfg["input_size"] == (3, 64, 64)
