@@ -1,0 +1,48 @@
+"""SimCLR's optimisation: LARS with the paper's parameter groups, batch-size learning-rate scaling, and schedule."""
+
+from __future__ import annotations
+
+import math
+
+from timm.optim import Lars
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import get_cosine_schedule_with_warmup
+
+LR_SCALINGS = ("linear", "sqrt", "none")
+
+
+def scaled_learning_rate(base_lr: float, global_batch_size: int, scaling: str) -> float:
+    """The paper's rule: `base_lr * B / 256` (linear, base 0.3) or `base_lr * sqrt(B)` (sqrt, base 0.075)."""
+    if scaling == "linear":
+        return base_lr * global_batch_size / 256
+    if scaling == "sqrt":
+        return base_lr * math.sqrt(global_batch_size)
+    if scaling == "none":
+        return base_lr
+    raise ValueError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {scaling!r}")
+
+
+def lars_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: weights (decayed and layer-adapted) and biases + normalisation parameters (neither).
+
+    timm's LARS adapts the learning rate only in groups with non-zero weight decay (`always_adapt=False`), so
+    the second group is excluded from both, as in the paper.
+    """
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            # 1-d parameters are exactly the biases and BatchNorm scales/shifts
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_lars(model: nn.Module, lr: float, weight_decay: float = 1e-6, momentum: float = 0.9) -> Optimizer:
+    """LARS (You et al. 2017) with trust coefficient 0.001 and momentum 0.9, as SimCLR trains."""
+    return Lars(lars_param_groups(model, weight_decay), lr=lr, momentum=momentum, trust_coeff=0.001)
+
+
+def build_schedule(optimizer: Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
+    """Linear warm-up, then cosine decay to zero, stepped once per optimizer step."""
+    return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)

@@ -1,0 +1,334 @@
+"""SimCLR pretraining with Accelerate: one loop for a laptop CPU, one GPU, or many GPUs on many machines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from .augment import EvalTransform, SimCLRGPUAugment, TwoViewTransform, collate_views, get_preset
+from .checkpoint import TrainState, resolve_checkpoint, save_checkpoint
+from .configuration_simclr import SimCLRConfig
+from .data import apply_transform, find_label_column, load_image_dataset, shard_for_process
+from .evaluate import extract_features, knn_accuracy
+from .grad_cache import grad_cache_step
+from .modeling_simclr import SimCLRModel
+from .optim import build_lars, build_schedule, scaled_learning_rate
+from .train_args import PretrainArguments
+
+logger = logging.getLogger(__name__)
+
+TRAIN_LOG = "train_log.jsonl"
+CHECKPOINTS = "checkpoints"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TwoViewDataset(Dataset):
+    """Two random views of each image whose crops depend only on (seed, epoch, index).
+
+    The same sample gets the same views whatever the number of workers or processes, and a resumed run sees
+    exactly the views the interrupted one would have.
+    """
+
+    def __init__(self, dataset: Any, transform: TwoViewTransform, seed: int) -> None:
+        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        value = self.dataset[index][self.transform.image_column]
+        rng = random.Random(f"{self.seed}-{self.epoch}-{index}")
+        try:
+            view_1, view_2 = self.transform.process(value, rng)
+        except Exception as error:  # an unreadable file is dropped by collate_views and counted, never fatal
+            logger.debug("skipping image %d (%s: %s)", index, type(error).__name__, error)
+            view_1 = view_2 = None
+        return {"pixel_values": view_1, "pixel_values_2": view_2}
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """This process's batches of a seeded per-epoch permutation; disjoint across processes, resumable mid-epoch."""
+
+    def __init__(self, num_samples: int, batch_size: int, rank: int, world_size: int, seed: int) -> None:
+        self.num_samples, self.batch_size, self.rank, self.world_size, self.seed = (
+            num_samples, batch_size, rank, world_size, seed)
+        self.steps_per_epoch = num_samples // (batch_size * world_size)
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"the dataset has {num_samples} images, fewer than one global batch of {batch_size * world_size}; "
+                "lower --per_device_batch_size"
+            )
+        self.epoch, self.start_step = 0, 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch - self.start_step
+
+    def __iter__(self):
+        order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        for step in range(self.start_step, self.steps_per_epoch):
+            start = (step * self.world_size + self.rank) * self.batch_size
+            yield order[start : start + self.batch_size].tolist()
+
+
+def _num_workers(args: PretrainArguments, num_processes: int) -> int:
+    if args.num_workers is not None:
+        return args.num_workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(16, cores // num_processes))
+
+
+def _loader_kwargs(workers: int, device: torch.device) -> dict:
+    kwargs = {"num_workers": workers, "pin_memory": device.type == "cuda", "collate_fn": collate_views}
+    if workers:
+        kwargs.update(prefetch_factor=4)
+    return kwargs
+
+
+def _monitor_data(args: PretrainArguments, train_data: Any) -> tuple[Any, Any] | None:
+    """Labelled (memory bank, held-out) splits for the kNN monitor, or None where the data has no labels."""
+    if args.streaming:
+        return None
+    labels = find_label_column(train_data, args.label_column)
+    if labels is None:
+        return None
+    split = args.eval_split or "test"
+    try:
+        held_out = load_image_dataset(args.dataset, split=split, image_column=args.image_column, check=0,
+                                      **_load_kwargs(args))
+    except (ValueError, KeyError) as error:
+        if args.eval_split:
+            raise ValueError(f"--eval_split {split}: {error}") from error
+        return None
+    column = labels[0]
+    bank = train_data.select(range(min(len(train_data), 50_000)))  # enough neighbours for a stable monitor
+    return bank.rename_column(column, "label") if column != "label" else bank, (
+        held_out.rename_column(column, "label") if column != "label" else held_out)
+
+
+def _load_kwargs(args: PretrainArguments) -> dict:
+    return {"name": args.dataset_config} if args.dataset_config else {}
+
+
+def _knn_monitor(model: SimCLRModel, monitor: tuple[Any, Any], args: PretrainArguments, augment: SimCLRGPUAugment,
+                 device: torch.device) -> dict[str, float]:
+    def features(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        transformed = data.with_transform(EvalTransform(size=args.image_size, image_column=args.image_column))
+        loader = DataLoader(transformed, batch_size=256, **_loader_kwargs(min(2, _num_workers(args, 1)), device))
+        return extract_features(model, loader, device=device, preprocess=augment.normalize, progress=False)
+
+    bank_features, bank_labels = features(monitor[0])
+    test_features, test_labels = features(monitor[1])
+    return knn_accuracy(bank_features, bank_labels, test_features, test_labels)
+
+
+def _log_row(output_dir: Path, row: dict) -> None:
+    with open(output_dir / TRAIN_LOG, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def pretrain(args: PretrainArguments) -> dict[str, Any]:
+    """Run SimCLR pretraining as `args` describe; returns the final metrics. Saves the model to `args.output_dir`."""
+    args = args.resolved()
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(log_with=None if args.report_to == "none" else args.report_to,
+                              project_dir=str(output_dir))
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    set_seed(args.seed)  # the same initial weights on every process
+
+    train_data = load_image_dataset(args.dataset, split=args.train_split, image_column=args.image_column,
+                                    streaming=args.streaming, **_load_kwargs(args))
+    crop = TwoViewTransform.from_preset(args.augment, size=args.image_size, image_column=args.image_column,
+                                        label_column=None, seed=args.seed + rank)
+    workers = _num_workers(args, world)
+    if args.streaming:
+        if args.max_steps is None:
+            raise ValueError("a streaming dataset has no known length: give --max_steps")
+        stream = apply_transform(shard_for_process(train_data.shuffle(seed=args.seed), rank, world), crop)
+        loader = DataLoader(stream, batch_size=args.per_device_batch_size, drop_last=True,
+                            **_loader_kwargs(min(workers, stream.num_shards), device))
+        sampler = None
+        steps_per_epoch = args.max_steps
+    else:
+        views = TwoViewDataset(train_data, crop, args.seed)
+        sampler = EpochBatchSampler(len(views), args.per_device_batch_size, rank, world, args.seed)
+        loader = DataLoader(views, batch_sampler=sampler, **_loader_kwargs(workers, device))
+        steps_per_epoch = sampler.steps_per_epoch
+    total_steps = args.max_steps or args.epochs * steps_per_epoch
+    monitor = _monitor_data(args, train_data) if accelerator.is_main_process else None
+
+    config = SimCLRConfig(backbone=args.backbone, image_size=args.image_size, temperature=args.temperature,
+                          projection_dim=args.projection_dim, projection_hidden_dim=args.projection_hidden_dim,
+                          projection_layers=args.projection_layers)
+    model = SimCLRModel(config)
+    if world > 1 and device.type != "cpu":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # global BN: statistics over all processes
+    model = model.to(memory_format=torch.channels_last)
+    global_batch = args.per_device_batch_size * world
+    lr = scaled_learning_rate(args.learning_rate, global_batch, args.lr_scaling)
+    optimizer = build_lars(model, lr=lr, weight_decay=args.weight_decay)
+    scheduler = build_schedule(optimizer, min(total_steps, round(args.warmup_epochs * steps_per_epoch)), total_steps)
+    if args.compile:
+        model = torch.compile(model)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    augment = SimCLRGPUAugment(get_preset(args.augment), mean=config.image_mean, std=config.image_std).to(device)
+    state = TrainState()
+    # The scheduler is stepped by hand once per optimizer step (Accelerate's wrapper would step it per process).
+    accelerator.register_for_checkpointing(state, scheduler)
+
+    checkpoint_root = output_dir / CHECKPOINTS
+    if args.resume_from_checkpoint:
+        path = resolve_checkpoint(args.resume_from_checkpoint, checkpoint_root)
+        accelerator.load_state(str(path))
+        accelerator.print(f"resumed from {path} at step {state.step}")
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "training_args.json").write_text(json.dumps(asdict(args), indent=2) + "\n")
+        if state.step == 0:
+            (output_dir / TRAIN_LOG).unlink(missing_ok=True)
+    accelerator.init_trackers("simclr", config={k: v for k, v in asdict(args).items() if v is not None})
+
+    accelerator.print(
+        f"SimCLR {args.backbone} @ {args.image_size}px: {total_steps} steps of {global_batch} images "
+        f"({world} process(es)), lr {lr:.4g}, {workers} data workers per process"
+    )
+    progress = tqdm(total=total_steps, initial=state.step, disable=not accelerator.is_main_process, unit="step")
+    loss_sum = torch.zeros((), device=device)
+    first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
+    last_log_time, last_log_step, metrics = time.perf_counter(), state.step, {}
+
+    def check_finite() -> None:
+        bad = int(accelerator.reduce(first_bad_step, reduction="max").item())
+        if bad >= 0:
+            raise NonFiniteLossError(
+                f"the loss became non-finite at step {bad}; the last good checkpoint is kept in {checkpoint_root}. "
+                "Lower --learning_rate or raise --temperature"
+            )
+
+    def unwrapped() -> SimCLRModel:
+        model_ = accelerator.unwrap_model(model)
+        return getattr(model_, "_orig_mod", model_)
+
+    while state.step < total_steps:
+        epoch, start = divmod(state.step, steps_per_epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch, start)
+            loader.dataset.set_epoch(epoch)
+        model.train()
+        for batch in loader:
+            x1 = batch["pixel_values"].to(device, non_blocking=True)
+            x2 = batch["pixel_values_2"].to(device, non_blocking=True)
+            state.skipped_images += int(batch["num_skipped"])
+            # augmentation parameters depend only on (seed, step, process): resumable and independent per process
+            generator = torch.Generator().manual_seed(args.seed * 1_000_003 + state.step * 1009 + rank)
+            with torch.no_grad():
+                v1, v2 = augment(x1, generator), augment(x2, generator)
+            if args.grad_cache_chunk:
+                loss = grad_cache_step(model, v1, v2, args.grad_cache_chunk, accelerator)
+            else:
+                loss = model(pixel_values=v1, pixel_values_2=v2).loss
+                accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            progress.update(1)
+            loss = loss.detach()
+            loss_sum += loss
+            first_bad_step = torch.where(torch.isfinite(loss) | (first_bad_step >= 0), first_bad_step, state.step)
+
+            if state.step % args.log_every == 0 or state.step == total_steps:
+                check_finite()
+                mean_loss = accelerator.reduce(loss_sum, reduction="mean").item() / (state.step - last_log_step)
+                now = time.perf_counter()
+                views_per_s = 2 * global_batch * (state.step - last_log_step) / (now - last_log_time)
+                metrics = {"loss": mean_loss, "lr": scheduler.get_last_lr()[0], "views_per_s": views_per_s,
+                           "skipped_images": state.skipped_images}
+                accelerator.log(metrics, step=state.step)
+                progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{metrics['lr']:.3g}", views_s=f"{views_per_s:.0f}")
+                if accelerator.is_main_process:
+                    _log_row(output_dir, {"step": state.step, "epoch": state.step / steps_per_epoch, **metrics})
+                loss_sum.zero_()
+                last_log_time, last_log_step = now, state.step
+            if args.checkpointing_steps and state.step % args.checkpointing_steps == 0:
+                check_finite()
+                save_checkpoint(accelerator, checkpoint_root, state.step, args.checkpoints_total_limit)
+            end_of_epoch = state.step % steps_per_epoch == 0
+            if end_of_epoch and monitor and args.eval_every and (state.step // steps_per_epoch) % args.eval_every == 0:
+                knn = _knn_monitor(unwrapped(), monitor, args, augment, device)
+                accelerator.log(knn, step=state.step)
+                _log_row(output_dir, {"step": state.step, "epoch": state.step / steps_per_epoch, **knn})
+                progress.write(f"epoch {state.step // steps_per_epoch}: " +
+                               ", ".join(f"{k} {v:.4f}" for k, v in knn.items()))
+            if state.step >= total_steps:
+                break
+    progress.close()
+    check_finite()
+    if not args.checkpointing_steps or state.step % args.checkpointing_steps:
+        save_checkpoint(accelerator, checkpoint_root, state.step, args.checkpoints_total_limit)
+    if state.skipped_images:
+        accelerator.print(f"skipped {state.skipped_images} unreadable images")
+    results = {**metrics, "steps": state.step, "global_batch_size": global_batch, "learning_rate": lr}
+    if accelerator.is_main_process:
+        if monitor:
+            results.update(_knn_monitor(unwrapped(), monitor, args, augment, device))
+            _log_row(output_dir, {"step": state.step, "epoch": state.step / steps_per_epoch,
+                                  **{k: v for k, v in results.items() if k.startswith("knn")}})
+        _finish(unwrapped(), args, results, output_dir)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return results
+
+
+def _finish(model: SimCLRModel, args: PretrainArguments, results: dict, output_dir: Path) -> None:
+    """Save the model, its card and results; export and push if asked."""
+    from .export import export_timm_encoder, save_model
+    from .model_card import build_model_card
+
+    # a fresh model holds plain BatchNorm (not SyncBatchNorm) and the default memory format
+    clean = SimCLRModel(model.config)
+    clean.load_state_dict(model.state_dict())
+    model = clean.eval()
+    save_model(model, output_dir)
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    training = {
+        "dataset": args.dataset or "embedded Fashion-MNIST subset", "preset": args.preset,
+        "epochs": args.epochs if not args.max_steps else None, "steps": results.get("steps"),
+        "global batch size": results.get("global_batch_size"), "image size": args.image_size,
+        "optimizer": "LARS (momentum 0.9, trust coefficient 0.001)", "learning rate": results.get("learning_rate"),
+        "weight decay": args.weight_decay, "temperature": args.temperature,
+    }
+    card = build_model_card(
+        args.hub_model_id or output_dir.name, model.config.to_dict(), {k: v for k, v in training.items() if v},
+        {k: 100 * v for k, v in results.items() if k.startswith("knn_top1")},
+        args.dataset or "Fashion-MNIST (embedded subset)", eval_split=args.eval_split or "test",
+        feature_dim=model.num_features,
+    )
+    card.save(output_dir / "README.md")
+    if args.timm_export:
+        export_timm_encoder(model, output_dir / "timm")
+    if args.push_to_hub:
+        from .hub import push_folder_to_hub
+
+        push_folder_to_hub(output_dir, args.hub_model_id, private=args.hub_private)
+

@@ -1,0 +1,133 @@
+"""Command-line arguments of `scripts/pretrain.py` and the paper's recipes as presets."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+from .optim import LR_SCALINGS
+
+# Values a preset fills in for every argument the user did not give.
+PRESETS: dict[str, dict] = {
+    # The embedded Fashion-MNIST subset on a laptop CPU: a real run in about ten minutes.
+    "demo": dict(
+        backbone="resnet18", image_size=32, per_device_batch_size=256, epochs=20, learning_rate=0.3,
+        lr_scaling="linear", warmup_epochs=2, temperature=0.2, augment="demo",
+    ),
+    # The paper's CIFAR-10 recipe (appendix B.9): colour strength 0.5, no blur, temperature 0.5.
+    "cifar": dict(
+        backbone="resnet50", image_size=32, per_device_batch_size=512, epochs=1000, learning_rate=1.0,
+        lr_scaling="linear", warmup_epochs=10, temperature=0.5, augment="cifar",
+    ),
+    # The paper's ImageNet recipe: LARS 0.3 x B/256, 10 warm-up epochs, temperature 0.1, blur on.
+    "imagenet": dict(
+        backbone="resnet50", image_size=224, per_device_batch_size=256, epochs=100, learning_rate=0.3,
+        lr_scaling="linear", warmup_epochs=10, temperature=0.1, augment="imagenet",
+    ),
+}
+
+
+@dataclass
+class PretrainArguments:
+    """Everything a pretraining run needs; `None` fields are filled from the preset."""
+
+    dataset: str | None = field(default=None, metadata={"help": "Hub dataset id, image folder or parquet/arrow "
+                                "file(s); default: the embedded Fashion-MNIST subset"})
+    dataset_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub dataset"})
+    train_split: str = field(default="train", metadata={"help": "split to pretrain on"})
+    eval_split: str | None = field(default=None, metadata={"help": "labelled held-out split for the kNN monitor "
+                                   "(default: 'test' when the dataset has one)"})
+    image_column: str = field(default="image", metadata={"help": "column holding the images"})
+    label_column: str | None = field(default=None, metadata={"help": "label column for the kNN monitor "
+                                     "(default: the first ClassLabel column); labels are never used for training"})
+    streaming: bool = field(default=False, metadata={"help": "stream the dataset instead of downloading it"})
+    preset: str = field(default="demo", metadata={"help": "recipe for unset arguments: " + ", ".join(PRESETS)})
+    backbone: str | None = field(default=None, metadata={"help": "timm model name of the encoder"})
+    image_size: int | None = field(default=None, metadata={"help": "training resolution in pixels"})
+    augment: str | None = field(default=None, metadata={"help": "augmentation preset: imagenet, cifar or demo"})
+    projection_dim: int = field(default=128, metadata={"help": "size of the projection z"})
+    projection_hidden_dim: int = field(default=2048, metadata={"help": "hidden width of the projection head"})
+    projection_layers: int = field(default=2, metadata={"help": "2 = SimCLR, 3 = SimCLRv2"})
+    temperature: float | None = field(default=None, metadata={"help": "NT-Xent temperature"})
+    per_device_batch_size: int | None = field(default=None, metadata={"help": "images per process per step"})
+    epochs: int | None = field(default=None, metadata={"help": "passes over the training data"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many steps (overrides epochs)"})
+    learning_rate: float | None = field(default=None, metadata={"help": "base learning rate before scaling"})
+    lr_scaling: str | None = field(default=None, metadata={"help": "linear: lr x B/256, sqrt: lr x sqrt(B), none; "
+                                   "B is the global batch size"})
+    warmup_epochs: float | None = field(default=None, metadata={"help": "linear warm-up length in epochs"})
+    weight_decay: float = field(default=1e-6, metadata={"help": "LARS weight decay (not on biases and BN)"})
+    output_dir: str = field(default="outputs/simclr", metadata={"help": "where the model, logs and checkpoints go"})
+    seed: int = field(default=42, metadata={"help": "seed of initialisation, data order and augmentations"})
+    checkpointing_steps: int | None = field(default=None, metadata={"help": "save a checkpoint every N steps "
+                                            "(always at the end)"})
+    checkpoints_total_limit: int = field(default=2, metadata={"help": "keep this many checkpoints"})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "checkpoint folder or 'latest'"})
+    report_to: str = field(default="none", metadata={"help": "tensorboard, wandb or none"})
+    log_every: int = field(default=10, metadata={"help": "log scalars every N steps"})
+    eval_every: int = field(default=5, metadata={"help": "kNN monitor every N epochs (0: only at the end)"})
+    num_workers: int | None = field(default=None, metadata={"help": "DataLoader workers per process "
+                                    "(default: the cores available to each process)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    grad_cache_chunk: int | None = field(default=None, metadata={"help": "gradient caching: back-propagate in "
+                                         "chunks of K images to fit large batches"})
+    timm_export: bool = field(default=False, metadata={"help": "also write a timm-native encoder export"})
+    push_to_hub: bool = field(default=False, metadata={"help": "upload the model to the Hub when done"})
+    hub_model_id: str | None = field(default=None, metadata={"help": "org/name of the Hub repository"})
+    hub_private: bool = field(default=False, metadata={"help": "create the Hub repository as private"})
+
+    def resolved(self) -> PretrainArguments:
+        """A copy with the preset's values in every unset field, validated."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        values = dataclasses.asdict(self)
+        for key, value in PRESETS[self.preset].items():
+            if values[key] is None:
+                values[key] = value
+        args = PretrainArguments(**values)
+        args.validate()
+        return args
+
+    def validate(self) -> None:
+        positive = ("image_size", "per_device_batch_size", "epochs", "max_steps", "log_every", "checkpointing_steps",
+                    "checkpoints_total_limit", "grad_cache_chunk")
+        for name in positive:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1, got {value}")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
+        if self.lr_scaling not in (None, *LR_SCALINGS):
+            raise ValueError(f"--lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {self.lr_scaling!r}")
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            raise ValueError(f"--warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.report_to not in ("none", "tensorboard", "wandb", "all"):
+            raise ValueError(f"--report_to must be tensorboard, wandb or none, got {self.report_to!r}")
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id org/name")
+        if self.grad_cache_chunk and self.per_device_batch_size and self.per_device_batch_size % self.grad_cache_chunk:
+            raise ValueError(
+                f"--per_device_batch_size ({self.per_device_batch_size}) must be a multiple of --grad_cache_chunk "
+                f"({self.grad_cache_chunk})"
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="SimCLR pretraining. Run with `accelerate launch scripts/pretrain.py [options]`; mixed precision, "
+        "processes and machines come from `accelerate launch` / `accelerate config`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for f in dataclasses.fields(PretrainArguments):
+        kwargs = {"help": f.metadata.get("help", "")}
+        if f.type in ("bool",):
+            parser.add_argument(f"--{f.name}", action="store_true", **kwargs)
+            continue
+        base = f.type.split(" |")[0]
+        parser.add_argument(f"--{f.name}", type={"int": int, "float": float}.get(base, str), default=f.default, **kwargs)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> PretrainArguments:
+    return PretrainArguments(**vars(build_parser().parse_args(argv)))
