@@ -1,0 +1,432 @@
+"""The two random views of SimCLR (Chen et al., 2020, appendix A), split where it is cheapest to compute.
+
+* CPU part, inside DataLoader workers (:class:`TwoViewTransform`): decode each image once, then twice a
+  RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3) and a horizontal flip, to uint8 tensors of the target size.
+* Accelerator part, on the batch (:class:`SimCLRGPUAugment`): colour jitter (p=0.8, random order), grayscale (p=0.2),
+  Gaussian blur (p=0.5) and normalisation, with parameters drawn independently per sample and per view.
+
+Each colour operation follows the formula of ``torchvision.transforms.v2.functional`` on float images in [0, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data import Box, decode_crops
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision and PIL
+_BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = range(4)
+
+
+@dataclass(frozen=True)
+class AugmentPreset:
+    """One SimCLR augmentation recipe; ``jitter_strength`` is the paper's colour distortion strength s."""
+
+    size: int
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    jitter_strength: float = 1.0
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+
+
+PRESETS: dict[str, AugmentPreset] = {
+    "imagenet": AugmentPreset(size=224),
+    "cifar": AugmentPreset(size=32, jitter_strength=0.5, blur_p=0.0),
+    # Small grayscale images (the embedded Fashion-MNIST data): 8 % crops of a 28 px image keep too little object.
+    "demo": AugmentPreset(size=32, crop_scale=(0.2, 1.0), jitter_strength=0.5, blur_p=0.0),
+}
+
+
+def get_preset(name: str) -> AugmentPreset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown augmentation preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+# ------------------------------------------------------------------------------------------------------- CPU part
+
+
+def random_resized_crop_box(
+    width: int, height: int, scale: Sequence[float], ratio: Sequence[float], rng: random.Random
+) -> Box:
+    """The crop of ``torchvision.transforms.RandomResizedCrop.get_params``: 10 tries, then a central crop."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, width - w), rng.randint(0, height - h), w, h
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        w, h = round(height * max(ratio)), height
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, max(w, 1), max(h, 1)
+
+
+def _to_tensor(image: Image.Image) -> torch.Tensor:
+    # HWC memory seen as CHW: stacking these gives a channels_last batch without a copy per sample.
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+
+
+class _BatchTransform:
+    """Shared batch handling: per-sample failures become ``None`` (counted by :func:`collate_views`)."""
+
+    output_keys: tuple[str, ...] = ("pixel_values",)
+
+    def __init__(self, image_column: str = "image", label_column: str | None = "label", seed: int | None = None):
+        self.image_column = image_column
+        self.label_column = label_column
+        self.seed = seed
+        self._rng_key: tuple[int, int] | None = None
+        self._rng = random.Random()
+        self._warned = False
+
+    def rng(self) -> random.Random:
+        """A Python RNG reseeded per process from ``torch.initial_seed()``, which DataLoader sets per worker."""
+        key = (os.getpid(), torch.initial_seed())
+        if key != self._rng_key:
+            self._rng_key = key
+            self._rng = random.Random(f"{self.seed}-{key[1]}")
+        return self._rng
+
+    def process(self, value: Any, rng: random.Random) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        if self.image_column not in batch:
+            raise ValueError(
+                f"image column {self.image_column!r} not in the batch (columns: {sorted(batch)}); "
+                "pass --image_column with the right name"
+            )
+        rng = self.rng()
+        outputs: dict[str, list] = {key: [] for key in self.output_keys}
+        for value in batch[self.image_column]:
+            try:
+                tensors: tuple[Any, ...] = self.process(value, rng)
+            except Exception as error:  # corrupt or truncated file: skip it, never stop a worker
+                tensors = (None,) * len(self.output_keys)
+                log = logger.debug if self._warned else logger.warning
+                self._warned = True
+                log("skipping an unreadable image (%s: %s)", type(error).__name__, error)
+            for key, tensor in zip(self.output_keys, tensors, strict=True):
+                outputs[key].append(tensor)
+        if self.label_column is not None and self.label_column in batch:
+            outputs["labels"] = list(batch[self.label_column])
+        return outputs
+
+
+class TwoViewTransform(_BatchTransform):
+    """Batch transform for ``dataset.with_transform``: two random crops + flips per image, uint8 (3, size, size).
+
+    Returns ``{"pixel_values": [...], "pixel_values_2": [...], "labels": [...]}`` (labels only if the batch has
+    ``label_column``); an unreadable image gives ``None`` in both views and is dropped and counted by
+    :func:`collate_views`. Randomness comes from a per-process RNG derived from ``seed`` and ``torch.initial_seed()``,
+    so DataLoader workers draw different crops and a run seeded with ``torch.manual_seed`` is reproducible.
+    """
+
+    output_keys = ("pixel_values", "pixel_values_2")
+
+    def __init__(
+        self,
+        size: int = 224,
+        scale: Sequence[float] = (0.08, 1.0),
+        ratio: Sequence[float] = (3 / 4, 4 / 3),
+        flip_p: float = 0.5,
+        image_column: str = "image",
+        label_column: str | None = "label",
+        seed: int | None = None,
+    ):
+        super().__init__(image_column=image_column, label_column=label_column, seed=seed)
+        self.size, self.scale, self.ratio, self.flip_p = size, tuple(scale), tuple(ratio), flip_p
+
+    @classmethod
+    def from_preset(cls, preset: str | AugmentPreset, **kwargs: Any) -> TwoViewTransform:
+        preset = get_preset(preset) if isinstance(preset, str) else preset
+        kwargs.setdefault("size", preset.size)
+        kwargs.setdefault("scale", preset.crop_scale)
+        return cls(**kwargs)
+
+    def process(self, value: Any, rng: random.Random) -> tuple[torch.Tensor, ...]:
+        def boxes(width: int, height: int) -> list[Box]:
+            return [random_resized_crop_box(width, height, self.scale, self.ratio, rng) for _ in range(2)]
+
+        views = decode_crops(value, self.size, boxes)
+        flipped = [v.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < self.flip_p else v for v in views]
+        return tuple(_to_tensor(v) for v in flipped)
+
+
+class EvalTransform(_BatchTransform):
+    """Deterministic single view for kNN monitoring / linear evaluation: centre square crop of ``crop_pct`` of the
+    short side, resized to ``size``; returns ``{"pixel_values": [...], "labels": [...]}`` as ``TwoViewTransform``."""
+
+    def __init__(
+        self, size: int = 224, crop_pct: float = 0.875, image_column: str = "image", label_column: str | None = "label"
+    ):
+        super().__init__(image_column=image_column, label_column=label_column)
+        self.size, self.crop_pct = size, crop_pct
+
+    def process(self, value: Any, rng: random.Random) -> tuple[torch.Tensor, ...]:
+        def boxes(width: int, height: int) -> list[Box]:
+            side = max(1.0, min(width, height) * self.crop_pct)
+            return [((width - side) / 2, (height - side) / 2, side, side)]
+
+        return (_to_tensor(decode_crops(value, self.size, boxes)[0]),)
+
+
+def _stack_chw(tensors: list[torch.Tensor]) -> torch.Tensor:
+    # Stack in HWC order so the (B, 3, S, S) batch is channels_last in memory, the layout conv nets run fastest in.
+    return torch.stack([t.permute(1, 2, 0) for t in tensors]).permute(0, 3, 1, 2)
+
+
+def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """DataLoader ``collate_fn`` for the transforms above: uint8 ``pixel_values`` (and ``pixel_values_2``) of shape
+    (B, 3, S, S), ``labels`` if present, and ``num_skipped``: how many samples of this batch could not be decoded
+    (dropped, so B may be smaller than the batch size, and 0 when every sample failed)."""
+    kept = [s for s in samples if s.get("pixel_values") is not None]
+    batch: dict[str, Any] = {"num_skipped": torch.tensor(len(samples) - len(kept))}
+    for key in ("pixel_values", "pixel_values_2"):
+        if samples and key in samples[0]:
+            batch[key] = _stack_chw([s[key] for s in kept]) if kept else torch.zeros((0, 3, 0, 0), dtype=torch.uint8)
+    if samples and "labels" in samples[0]:
+        labels = [s["labels"] for s in kept]
+        is_int = all(isinstance(label, (int, np.integer)) for label in labels)
+        batch["labels"] = torch.tensor(labels, dtype=torch.long) if is_int else labels  # e.g. string labels: as-is
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------- accelerator part
+
+
+def rgb_to_grayscale(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 1, H, W) luma, as ``torchvision.transforms.v2.functional.rgb_to_grayscale``."""
+    r, g, b = images.unbind(dim=1)
+    return (r * _GRAY_WEIGHTS[0] + g * _GRAY_WEIGHTS[1] + b * _GRAY_WEIGHTS[2]).unsqueeze(1)
+
+
+def blend_jitter(images: torch.Tensor, factors: torch.Tensor, ops: torch.Tensor) -> torch.Tensor:
+    """Brightness, contrast or saturation, chosen per sample by ``ops`` (0, 1, 2; anything else: unchanged).
+
+    All three are ``clamp(f * x + (1 - f) * reference)`` with reference 0, the mean gray level, or the gray image
+    (torchvision's ``_blend``), so one pass serves a batch whose samples each apply a different one.
+    """
+    gray = rgb_to_grayscale(images)
+    mean = gray.mean(dim=(1, 2, 3), keepdim=True)
+    ops = ops.view(-1, 1, 1, 1)
+    reference = torch.where(ops == _SATURATION, gray, torch.where(ops == _CONTRAST, mean, torch.zeros_like(mean)))
+    factors = torch.where((ops >= _BRIGHTNESS) & (ops <= _SATURATION), factors.view(-1, 1, 1, 1), 1.0)
+    return torch.lerp(reference, images, factors.to(images.dtype)).clamp_(0.0, 1.0)
+
+
+def adjust_hue(images: torch.Tensor, hue_factors: torch.Tensor) -> torch.Tensor:
+    """Rotate hue by ``hue_factors`` (B,) turns in [-0.5, 0.5], via HSV as torchvision, without a Python loop.
+
+    Uses V * S = max - min, so HSV -> RGB is ``max - (max - min) * clamp(min(k, 4 - k), 0, 1)`` with
+    ``k = (n + 6 h) mod 6`` and n = 5, 3, 1 for R, G, B.
+    """
+    r, g, b = images.unbind(dim=1)
+    maxc, minc = images.amax(dim=1), images.amin(dim=1)
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    hue6 = torch.where(maxc == r, (g - b) / safe, torch.where(maxc == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
+    hue6 = hue6 + 6.0 * hue_factors.to(images.dtype).view(-1, 1, 1)
+    offsets = torch.tensor([5.0, 3.0, 1.0], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    k = torch.remainder(hue6.unsqueeze(1) + offsets, 6.0)
+    return maxc.unsqueeze(1) - delta.unsqueeze(1) * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+def blur_kernel_size(side: int) -> int:
+    """Odd kernel of about 10 % of the image side (23 px at 224 px), at least 3."""
+    return max(3, int(0.1 * side) | 1)
+
+
+def _blur_matrices(side: int, kernel_size: int, sigma: torch.Tensor) -> torch.Tensor:
+    """(B, side, side) banded matrices applying a 1-D Gaussian with reflect padding, so a 2-D blur is two batched
+    matmuls (fast on any device, one kernel per sample without a per-sample Python loop)."""
+    lim = (kernel_size - 1) / (2.0 * math.sqrt(2.0))  # torchvision's _get_gaussian_kernel1d
+    x = torch.linspace(-lim, lim, kernel_size, dtype=sigma.dtype, device=sigma.device)
+    weights = torch.softmax(-((x / sigma.view(-1, 1)) ** 2), dim=1)  # (B, k)
+    taps = torch.arange(kernel_size, device=sigma.device) - kernel_size // 2
+    source = (torch.arange(side, device=sigma.device).view(-1, 1) + taps).abs()
+    source = torch.where(source > side - 1, 2 * (side - 1) - source, source)  # reflect, edge not repeated
+    n = sigma.shape[0]
+    matrices = torch.zeros(n, side, side, dtype=sigma.dtype, device=sigma.device)
+    return matrices.scatter_add_(2, source.expand(n, side, kernel_size), weights.view(n, 1, -1).expand(n, side, -1))
+
+
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int | None = None) -> torch.Tensor:
+    """Per-sample Gaussian blur (B, C, H, W) with ``sigma`` (B,), as torchvision's ``gaussian_blur`` (reflect)."""
+    height, width = images.shape[-2:]
+    sigma = sigma.to(device=images.device, dtype=images.dtype)
+    rows = _blur_matrices(height, kernel_size or blur_kernel_size(height), sigma)
+    cols = _blur_matrices(width, kernel_size or blur_kernel_size(width), sigma)
+    return rows.unsqueeze(1) @ images @ cols.transpose(1, 2).unsqueeze(1)
+
+
+_COMPILED: dict[Callable, Callable] = {}
+
+
+def _compiled(fn: Callable) -> Callable:
+    # Kept outside the module so it stays picklable; dynamic shapes because the subsets change size every batch.
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn, dynamic=True)
+    return _COMPILED[fn]
+
+
+@dataclass
+class ViewParams:
+    """Random parameters of one batch of views (all CPU tensors of length B, drawn by ``sample_params``).
+
+    ``order`` (B, 4) lists the jitter operations per sample: 0 brightness, 1 contrast, 2 saturation, 3 hue.
+    """
+
+    jitter: torch.Tensor
+    order: torch.Tensor
+    brightness: torch.Tensor
+    contrast: torch.Tensor
+    saturation: torch.Tensor
+    hue: torch.Tensor
+    grayscale: torch.Tensor
+    blur: torch.Tensor
+    sigma: torch.Tensor
+
+
+class SimCLRGPUAugment(torch.nn.Module):
+    """Colour jitter, grayscale, Gaussian blur and normalisation of a uint8 batch, on the batch's device.
+
+    ``forward(images)`` takes uint8 (B, 3, H, W) (e.g. ``collate_views(...)["pixel_values"]``) and returns float32
+    normalised views in the input's memory format. Call it once per view: every call draws new parameters,
+    independently per sample, from a CPU ``torch.Generator`` (seeded with ``seed``; different per process in
+    multi-GPU runs is the caller's choice, e.g. ``seed + rank``). Drawing on the CPU keeps the results identical on
+    every device and needs no device-to-host synchronisation: the subsets to jitter, gray or blur are known upfront.
+    ``compile_ops=True`` runs the three operations through ``torch.compile(dynamic=True)`` (one fused kernel each;
+    compiling takes a while on first use).
+    """
+
+    def __init__(
+        self,
+        preset: str | AugmentPreset = "imagenet",
+        *,
+        jitter_strength: float | None = None,
+        jitter_p: float | None = None,
+        grayscale_p: float | None = None,
+        blur_p: float | None = None,
+        blur_sigma: tuple[float, float] | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        compile_ops: bool = False,
+    ):
+        super().__init__()
+        self.compile_ops = compile_ops
+        p = get_preset(preset) if isinstance(preset, str) else preset
+        self.jitter_strength = p.jitter_strength if jitter_strength is None else jitter_strength
+        self.jitter_p = p.jitter_p if jitter_p is None else jitter_p
+        self.grayscale_p = p.grayscale_p if grayscale_p is None else grayscale_p
+        self.blur_p = p.blur_p if blur_p is None else blur_p
+        self.blur_sigma = p.blur_sigma if blur_sigma is None else blur_sigma
+        if generator is None:
+            # Without a seed, derive one from torch's global RNG so `torch.manual_seed` still makes runs repeatable.
+            seed = int(torch.randint(2**62, ())) if seed is None else seed
+            generator = torch.Generator().manual_seed(seed)
+        self.generator = generator
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def sample_params(self, batch_size: int, generator: torch.Generator | None = None) -> ViewParams:
+        """Draw one view's parameters; the draw layout is fixed, so a seed gives the same views for any preset."""
+        g = self.generator if generator is None else generator
+        u = torch.rand(batch_size, 8, generator=g, dtype=torch.float64)
+        order = torch.rand(batch_size, 4, generator=g).argsort(dim=1)
+        s = self.jitter_strength
+
+        def uniform(column: int, low: float, high: float) -> torch.Tensor:
+            return (low + (high - low) * u[:, column]).float()
+
+        return ViewParams(
+            jitter=u[:, 0] < self.jitter_p,
+            order=order,
+            brightness=uniform(1, max(0.0, 1 - 0.8 * s), 1 + 0.8 * s),
+            contrast=uniform(2, max(0.0, 1 - 0.8 * s), 1 + 0.8 * s),
+            saturation=uniform(3, max(0.0, 1 - 0.8 * s), 1 + 0.8 * s),
+            hue=uniform(4, -0.2 * s, 0.2 * s),
+            grayscale=u[:, 5] < self.grayscale_p,
+            blur=u[:, 6] < self.blur_p,
+            sigma=uniform(7, *self.blur_sigma),
+        )
+
+    def to_float(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [0, 255] (or float [0, 1]) to float32 [0, 1]."""
+        return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Just the normalisation (evaluation views): uint8 or [0, 1] float in, normalised float32 out."""
+        x = self.to_float(images)
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def apply_params(self, images: torch.Tensor, params: ViewParams, normalize: bool = True) -> torch.Tensor:
+        """Apply given parameters (see ``sample_params``); ``normalize=False`` returns the [0, 1] image instead."""
+        channels_last = images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last)
+        x = self.to_float(images).contiguous()
+        x = x.clone() if x.data_ptr() == images.data_ptr() else x  # updated in place below: never the caller's tensor
+        device = x.device
+
+        def index(mask: torch.Tensor) -> torch.Tensor:
+            return mask.nonzero().flatten().to(device, non_blocking=True)
+
+        ops = (blend_jitter, adjust_hue, gaussian_blur)
+        blend, hue, blur = tuple(map(_compiled, ops)) if self.compile_ops else ops
+        jittered = params.jitter.nonzero().flatten()
+        if len(jittered):
+            sub = x.index_select(0, jittered.to(device))
+            order = params.order[jittered]
+            factors = torch.stack([params.brightness, params.contrast, params.saturation, params.hue], dim=1)
+            factors = factors[jittered].gather(1, order)  # factor of the operation each sample runs at each step
+            order_dev, factors_dev = order.to(device), factors.to(device)
+            for step in range(4):
+                sub = blend(sub, factors_dev[:, step], order_dev[:, step])
+                hue_rows = order[:, step] == _HUE
+                if hue_rows.any():  # hue is the expensive one: run it only on the samples doing it now
+                    rows = index(hue_rows)
+                    sub.index_copy_(0, rows, hue(sub.index_select(0, rows), factors_dev[rows, step]))
+            x.index_copy_(0, jittered.to(device), sub)
+        if params.grayscale.any():
+            rows = index(params.grayscale)
+            x.index_copy_(0, rows, rgb_to_grayscale(x.index_select(0, rows)).expand(-1, 3, -1, -1))
+        if params.blur.any() and min(x.shape[-2:]) >= 3:
+            rows = index(params.blur)
+            x.index_copy_(0, rows, blur(x.index_select(0, rows), params.sigma[params.blur]))
+        if normalize:
+            x = (x - self.mean.to(device)) / self.std.to(device)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.apply_params(images, self.sample_params(images.shape[0], generator))
+
+    def extra_repr(self) -> str:
+        return (
+            f"jitter_strength={self.jitter_strength}, jitter_p={self.jitter_p}, grayscale_p={self.grayscale_p}, "
+            f"blur_p={self.blur_p}, blur_sigma={self.blur_sigma}"
+        )

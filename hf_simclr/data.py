@@ -1,0 +1,267 @@
+"""Images from Hugging Face ``datasets``: loading (Hub id, image folder, parquet/arrow files, in-memory or streamed,
+or the embedded default data) and robust decoding of one sample to RGB.
+
+Image columns are returned undecoded (``datasets.Image(decode=False)``): decoding happens in the transforms of
+:mod:`hf_simclr.augment`, where a corrupt file can be skipped instead of crashing a DataLoader worker, and where JPEGs
+can be decoded at reduced size.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+from PIL import Image, ImageOps
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "default_data"
+DEFAULT_SPLITS = ("train", "test")
+DEFAULT_LABEL_COLUMN = "label"
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
+AnyDataset = datasets.Dataset | datasets.IterableDataset
+Box = tuple[float, float, float, float]  # left, top, width, height
+
+
+def open_image(value: Any) -> Image.Image:
+    """Open (lazily, without decoding pixels) a PIL image, a ``datasets`` Image dict, bytes, a path or an array."""
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return Image.open(io.BytesIO(value["bytes"]))
+        value = value.get("path")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return Image.open(io.BytesIO(value))
+    if isinstance(value, (str, os.PathLike)):
+        if "://" in str(value):  # remote file of a streamed dataset: let `datasets` resolve it
+            import datasets
+
+            return datasets.Image().decode_example({"path": str(value), "bytes": None})
+        return Image.open(io.BytesIO(Path(value).read_bytes()))  # read now: no file handle left open in a worker
+    if isinstance(value, np.ndarray):
+        return Image.fromarray(value)
+    raise TypeError(f"cannot read an image from {type(value).__name__}")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB: alpha composited on white (as transformers), 16-bit and float rescaled."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        pixels = np.asarray(image, dtype=np.float32)
+        peak = float(pixels.max()) if pixels.size else 0.0
+        if image.mode.startswith("I;16") or (image.mode == "I" and peak > 255):
+            pixels = pixels * (255.0 / 65535.0)
+        elif image.mode == "F" and peak <= 1.0:
+            pixels = pixels * 255.0
+        return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block must not cost the pixels
+        return 1
+    return orientation if orientation in range(2, 9) else 1
+
+
+def decode_crops(value: Any, size: int, make_boxes: Callable[[int, int], list[Box]]) -> list[Image.Image]:
+    """Decode an image once and return one ``size`` x ``size`` RGB resize per crop box.
+
+    ``make_boxes(width, height)`` gets the upright (EXIF-oriented) size before any pixel is decoded, so JPEGs can be
+    decoded at 1/2, 1/4 or 1/8 scale (PIL draft mode) whenever every crop keeps at least ``size`` pixels per side.
+    """
+    image = open_image(value)
+    orientation = _exif_orientation(image)
+    width, height = image.size
+    upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    boxes = make_boxes(*upright)
+    reduction = min(min(w, h) for _, _, w, h in boxes) / size
+    if reduction >= 2:
+        image.draft(None, (math.ceil(width / reduction), math.ceil(height / reduction)))  # no-op unless JPEG
+    image.load()
+    if orientation != 1:
+        image = ImageOps.exif_transpose(image)
+    image = to_rgb(image)
+    sx, sy = image.width / upright[0], image.height / upright[1]
+    return [
+        image.resize(
+            (size, size), Image.Resampling.BILINEAR, box=(x * sx, y * sy, (x + w) * sx, (y + h) * sy), reducing_gap=3.0
+        )  # fmt: skip
+        for x, y, w, h in boxes
+    ]
+
+
+def decode_image(value: Any) -> Image.Image:
+    """Fully decode one sample to an upright RGB PIL image (raises on unreadable data)."""
+    image = open_image(value)
+    image.load()
+    return to_rgb(ImageOps.exif_transpose(image) if _exif_orientation(image) != 1 else image)
+
+
+# ------------------------------------------------------------------------------------------------------------ loading
+
+
+def _has_image_files(folder: Path) -> bool:
+    return any(Path(name).suffix.lower() in IMAGE_EXTENSIONS for _, _, files in os.walk(folder) for name in files)
+
+
+def _load_default(split: str) -> datasets.Dataset:
+    import pyarrow.parquet as pq
+
+    path = DEFAULT_DATA_DIR / f"{split}.parquet"
+    if split not in DEFAULT_SPLITS or not path.exists():
+        raise ValueError(f"the default dataset has splits {', '.join(DEFAULT_SPLITS)}; got split {split!r}")
+    # In memory straight from parquet: no cache files, no locks, same object in every process.
+    table = datasets.table.InMemoryTable(pq.read_table(path))
+    return datasets.Dataset(table, split=datasets.NamedSplit(split), fingerprint=f"hf-simclr-default-{split}-v1")
+
+
+def _load_source(source: Any, split: str, streaming: bool, load_kwargs: dict[str, Any]) -> Any:
+    if source is None:
+        dataset = _load_default(split)
+        return dataset.to_iterable_dataset(num_shards=8) if streaming else dataset
+    if isinstance(source, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        if split not in source:
+            raise ValueError(f"split {split!r} not found; available splits: {', '.join(source)}")
+        source = source[split]
+    if isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
+        return source.to_iterable_dataset() if streaming and isinstance(source, datasets.Dataset) else source
+
+    files = [str(f) for f in source] if isinstance(source, (list, tuple)) else None
+    path = Path(str(source)).expanduser() if files is None else None
+    if path is not None and path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():  # save_to_disk output
+            return _load_source(datasets.load_from_disk(str(path)), split, streaming, load_kwargs)
+        if _has_image_files(path):
+            return datasets.load_dataset(
+                "imagefolder", data_dir=str(path), split=split, streaming=streaming, **load_kwargs
+            )
+        return datasets.load_dataset(str(path), split=split, streaming=streaming, **load_kwargs)
+    files = files or ([str(path)] if path is not None and (path.suffix or "*" in str(path)) else None)
+    if files:
+        suffix = Path(files[0]).suffix.lower()
+        builder = {".parquet": "parquet", ".arrow": "arrow"}.get(suffix)
+        if builder is None:
+            raise ValueError(f"unsupported data file {files[0]!r}: pass .parquet or .arrow files, a folder or a Hub id")
+        return datasets.load_dataset(
+            builder, data_files={split: files}, split=split, streaming=streaming, **load_kwargs
+        )
+    return datasets.load_dataset(str(source), split=split, streaming=streaming, **load_kwargs)
+
+
+def _features(dataset: AnyDataset) -> datasets.Features | None:
+    features = dataset.features
+    if features is None and isinstance(dataset, datasets.IterableDataset):
+        try:  # streams of unknown schema: peek at the first example
+            features = dataset._resolve_features().features
+        except Exception:
+            return None
+    return features
+
+
+def check_images(dataset: AnyDataset, image_column: str = "image", num_samples: int = 16) -> int:
+    """Decode the first ``num_samples`` images; raise ``ValueError`` if none can be read, else return the failures."""
+    values = [example[image_column] for example in islice(iter(dataset), num_samples)]
+    failures = 0
+    for value in values:
+        try:
+            decode_image(value)
+        except Exception:
+            failures += 1
+    if values and failures == len(values):
+        raise ValueError(
+            f"none of the first {len(values)} images in column {image_column!r} could be decoded: "
+            "the files are corrupt or not images (check --dataset / --image_column)"
+        )
+    return failures
+
+
+def load_image_dataset(
+    source: str | os.PathLike | Sequence[str] | AnyDataset | datasets.DatasetDict | None = None,
+    split: str = "train",
+    image_column: str = "image",
+    streaming: bool = False,
+    *,
+    decode: bool = False,
+    check: int = 16,
+    **load_kwargs: Any,
+) -> AnyDataset:
+    """Load an image dataset for SimCLR and check that its images can be read.
+
+    Args:
+        source: ``None`` for the embedded default data (Fashion-MNIST subset); a Hub dataset id (``load_kwargs`` go to
+            ``datasets.load_dataset``, e.g. ``name=...``, ``revision=...``, ``cache_dir=...``); a local folder of
+            images (``imagefolder``: class sub-folders become a ``label`` column), a ``save_to_disk`` folder, or any
+            folder ``load_dataset`` understands; ``.parquet`` / ``.arrow`` file(s) or glob(s); or a
+            ``Dataset`` / ``IterableDataset`` / ``DatasetDict``.
+        split: split to return.
+        image_column: the column holding the images (``--image_column`` on the command line).
+        streaming: return an ``IterableDataset`` that reads lazily (see :func:`shard_for_process` for multi-GPU).
+        decode: keep the ``Image`` feature decoding to PIL; the default ``False`` leaves it to the transforms.
+        check: decode this many leading images and raise ``ValueError`` if all fail (0 disables).
+    """
+    dataset = _load_source(source, split, streaming, load_kwargs)
+    features = _features(dataset)
+    columns = list(features) if features is not None else []
+    if features is not None and image_column not in features:
+        image_columns = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
+        hint = f"--image_column {image_columns[0]}" if image_columns else "--image_column <name>"
+        raise ValueError(f"image column {image_column!r} not found; available columns: {columns}; pass {hint}")
+    if features is not None and isinstance(features[image_column], datasets.Image):
+        dataset = dataset.cast_column(image_column, datasets.Image(decode=decode))
+    if check > 0:
+        check_images(dataset, image_column, check)
+    return dataset
+
+
+def load_default_splits() -> datasets.DatasetDict:
+    """The embedded default data with labels: ``train`` (5,000) and held-out ``test`` (1,000, for the kNN monitor).
+    Images undecoded as from :func:`load_image_dataset`; labels in ``DEFAULT_LABEL_COLUMN`` (a ``ClassLabel``)."""
+    return datasets.DatasetDict({split: load_image_dataset(None, split=split, check=0) for split in DEFAULT_SPLITS})
+
+
+def find_label_column(dataset: AnyDataset, label_column: str | None = None) -> tuple[str, list[str]] | None:
+    """``(column, class names)`` of ``label_column`` or else the first ``ClassLabel`` column; ``None`` if none."""
+    features = _features(dataset) or {}
+    for name in [label_column] if label_column else list(features):
+        if isinstance(features.get(name), datasets.ClassLabel):
+            return name, list(features[name].names)
+    return None
+
+
+def shard_for_process(dataset: AnyDataset, rank: int, world_size: int) -> AnyDataset:
+    """The part of ``dataset`` that process ``rank`` of ``world_size`` reads (``split_dataset_by_node``).
+
+    Meant for streaming datasets, whose DataLoader must then not be sharded again (do not let Accelerate split it).
+    Map-style datasets need no call: Accelerate's distributed sampler already gives each process disjoint indices.
+    An ``IterableDataset`` with a number of shards divisible by ``world_size`` is split by shards, otherwise each
+    process keeps every ``world_size``-th example.
+    """
+    from datasets.distributed import split_dataset_by_node
+
+    if world_size <= 1:
+        return dataset
+    return split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+
+
+def apply_transform(dataset: AnyDataset, transform: Callable[[dict], dict], batch_size: int = 64) -> AnyDataset:
+    """Attach a batch transform (e.g. ``TwoViewTransform``) the ``datasets`` way: ``with_transform`` for a
+    ``Dataset`` (run lazily on each DataLoader batch), a lazy batched ``map`` for an ``IterableDataset``."""
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.map(transform, batched=True, batch_size=batch_size, remove_columns=dataset.column_names)
+    return dataset.with_transform(transform)

@@ -1,0 +1,156 @@
+"""Pretraining with Accelerate: the CLI, checkpoints that survive SIGKILL, resumption, and failure modes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from conftest import REPO_ROOT
+from safetensors.torch import load_file
+
+from hf_simclr.data import load_default_splits
+from hf_simclr.train import EpochBatchSampler
+
+PRETRAIN = str(REPO_ROOT / "scripts" / "pretrain.py")
+TINY = ["--backbone", "test_resnet", "--image_size", "32", "--projection_hidden_dim", "64", "--projection_dim", "32",
+        "--per_device_batch_size", "16", "--num_workers", "0", "--log_every", "1"]
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory) -> Path:
+    """128 real labelled images (a parquet file) and a held-out split of 64, in the embedded data's format."""
+    folder = tmp_path_factory.mktemp("data")
+    splits = load_default_splits()
+    splits["train"].select(range(128)).to_parquet(str(folder / "train.parquet"))
+    splits["test"].select(range(64)).to_parquet(str(folder / "test.parquet"))
+    return folder
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
+
+
+def _run(args: list[str], *, processes: int = 1, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    if processes == 1:
+        command = [sys.executable, PRETRAIN, *args]
+    else:
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", PRETRAIN, *args]
+    result = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"pretrain failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return result
+
+
+def _data_args(folder: Path) -> list[str]:
+    return ["--dataset", str(folder / "train.parquet")]
+
+
+def test_batches_are_disjoint_across_processes_and_resumable():
+    samplers = [EpochBatchSampler(100, 8, rank, 3, seed=1) for rank in range(3)]
+    for s in samplers:
+        s.set_epoch(2)
+    batches = [list(s) for s in samplers]
+    seen = [i for per_rank in batches for batch in per_rank for i in batch]
+    assert len(seen) == len(set(seen)) == 4 * 8 * 3
+    samplers[1].set_epoch(2, start_step=3)
+    assert list(samplers[1]) == batches[1][3:]
+    samplers[1].set_epoch(3)
+    assert list(samplers[1]) != batches[1]
+
+
+def test_pretrain_cli_writes_a_loadable_model(small_dataset, tmp_path):
+    out = tmp_path / "run"
+    _run([*TINY, *_data_args(small_dataset), "--max_steps", "3", "--output_dir", str(out), "--timm_export"])
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md", "train_log.jsonl",
+                 "results.json", "modeling_simclr.py"):
+        assert (out / name).is_file(), name
+    assert (out / "timm" / "model.safetensors").is_file()
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_00000003"]
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(out)
+    assert model.config.backbone == "test_resnet" and model.config.image_size == 32
+
+
+def _final_weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_two_process_run_killed_after_a_checkpoint_resumes_bitwise(small_dataset, tmp_path):
+    # 128 images / (2 processes x 16) = 4 steps per epoch: 6 steps cross an epoch boundary
+    args = [*TINY, *_data_args(small_dataset), "--max_steps", "6", "--checkpointing_steps", "2", "--eval_every", "0"]
+    reference = tmp_path / "reference"
+    _run([*args, "--output_dir", str(reference)], processes=2)
+
+    interrupted = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines",
+               "1", "--mixed_precision", "no", "--dynamo_backend", "no", PRETRAIN, *args, "--output_dir",
+               str(interrupted)]
+    proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    checkpoint = interrupted / "checkpoints" / "step_00000004"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists(), "the run ended before its second checkpoint"
+    assert not (interrupted / "model.safetensors").exists(), "the run finished before it was killed"
+
+    _run([*args, "--output_dir", str(interrupted), "--resume_from_checkpoint", "latest"], processes=2)
+    expected, resumed = _final_weights(reference), _final_weights(interrupted)
+    assert expected.keys() == resumed.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, resumed[name]), name
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(small_dataset, tmp_path):
+    out = tmp_path / "run"
+    result = _run([*TINY, *_data_args(small_dataset), "--max_steps", "8", "--checkpointing_steps", "1",
+                   "--learning_rate", "1e30", "--warmup_epochs", "0", "--output_dir", str(out)], check=False)
+    assert result.returncode != 0
+    assert "non-finite at step" in result.stderr
+    kept = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert kept and not any(p.startswith(".tmp") for p in kept)
+    assert not (out / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--preset", "huge"], "--preset must be one of"),
+        (["--per_device_batch_size", "0"], "--per_device_batch_size must be >= 1"),
+        (["--push_to_hub"], "--hub_model_id"),
+        (["--image_column", "img"], "image column 'img' not found"),
+        (["--dataset", "/nonexistent/folder"], "/nonexistent/folder"),
+        (["--resume_from_checkpoint", "latest"], "no checkpoint"),
+        (["--per_device_batch_size", "4096"], "fewer than one global batch"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(args, message, small_dataset, tmp_path):
+    base = [*_data_args(small_dataset)] if "--dataset" not in args else []
+    result = _run([*TINY, *base, *args, "--output_dir", str(tmp_path / "out")], check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_help_explains_the_flags():
+    result = subprocess.run([sys.executable, PRETRAIN, "--help"], capture_output=True, text=True, env=_env())
+    assert result.returncode == 0
+    for flag in ("--lr_scaling", "--resume_from_checkpoint", "--preset", "--grad_cache_chunk", "--report_to"):
+        assert flag in result.stdout
+
+
+def test_default_data_is_the_embedded_subset():
+    splits = load_default_splits()
+    assert isinstance(splits["train"], datasets.Dataset) and len(splits["train"]) >= 1000
