@@ -17,13 +17,15 @@ class TrainState:
     def __init__(self) -> None:
         self.step = 0
         self.skipped_images = 0
+        self.random_init: dict[str, float] = {}  # kNN accuracy of the encoder before training
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "skipped_images": self.skipped_images}
+        return {"step": self.step, "skipped_images": self.skipped_images, "random_init": self.random_init}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
         self.skipped_images = int(state["skipped_images"])
+        self.random_init = dict(state.get("random_init", {}))
 
 
 def checkpoint_dirs(root: Path) -> list[Path]:

@@ -153,6 +153,7 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(log_with=None if args.report_to == "none" else args.report_to,
                               project_dir=str(output_dir))
+    args.check_output_dir(accelerator.num_processes)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     set_seed(args.seed)  # the same initial weights on every process
 
@@ -205,7 +206,8 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "training_args.json").write_text(json.dumps(asdict(args), indent=2) + "\n")
         if state.step == 0:
-            (output_dir / TRAIN_LOG).unlink(missing_ok=True)
+            for stale in (TRAIN_LOG, "results.json"):
+                (output_dir / stale).unlink(missing_ok=True)
     accelerator.init_trackers("simclr", config={k: v for k, v in asdict(args).items() if v is not None})
 
     accelerator.print(
@@ -228,6 +230,13 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     def unwrapped() -> SimCLRModel:
         model_ = accelerator.unwrap_model(model)
         return getattr(model_, "_orig_mod", model_)
+
+    if monitor and state.step == 0:
+        # the same encoder at random initialisation: the baseline the pretrained features must beat
+        state.random_init = {f"{k}_random_init": v for k, v in _knn_monitor(unwrapped(), monitor, args, augment,
+                                                                             device).items()}
+        _log_row(output_dir, {"step": 0, "epoch": 0.0, **state.random_init})
+        accelerator.print("random init: " + ", ".join(f"{k} {v:.4f}" for k, v in state.random_init.items()))
 
     while state.step < total_steps:
         epoch, start = divmod(state.step, steps_per_epoch)
@@ -291,7 +300,7 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     results = {**metrics, "steps": state.step, "global_batch_size": global_batch, "learning_rate": lr}
     if accelerator.is_main_process:
         if monitor:
-            results.update(_knn_monitor(unwrapped(), monitor, args, augment, device))
+            results.update(_knn_monitor(unwrapped(), monitor, args, augment, device), **state.random_init)
             _log_row(output_dir, {"step": state.step, "epoch": state.step / steps_per_epoch,
                                   **{k: v for k, v in results.items() if k.startswith("knn")}})
         _finish(unwrapped(), args, results, output_dir)
@@ -320,15 +329,18 @@ def _finish(model: SimCLRModel, args: PretrainArguments, results: dict, output_d
     }
     card = build_model_card(
         args.hub_model_id or output_dir.name, model.config.to_dict(), {k: v for k, v in training.items() if v},
-        {k: 100 * v for k, v in results.items() if k.startswith("knn_top1")},
+        {k: 100 * v for k, v in results.items() if k.startswith("knn_top1") and not k.endswith("random_init")},
         args.dataset or "Fashion-MNIST (embedded subset)", eval_split=args.eval_split or "test",
-        feature_dim=model.num_features,
+        feature_dim=model.num_features, timm_repo=f"{args.hub_model_id}-timm" if args.timm_export and
+        args.hub_model_id else None,
     )
     card.save(output_dir / "README.md")
     if args.timm_export:
         export_timm_encoder(model, output_dir / "timm")
     if args.push_to_hub:
-        from .hub import push_folder_to_hub
+        from .hub import push_folder_to_hub, push_timm_folder_to_hub
 
         push_folder_to_hub(output_dir, args.hub_model_id, private=args.hub_private)
+        if args.timm_export:
+            push_timm_folder_to_hub(output_dir / "timm", f"{args.hub_model_id}-timm", private=args.hub_private)
 

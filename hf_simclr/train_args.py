@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 from dataclasses import dataclass, field
+
+import timm
 
 from .optim import LR_SCALINGS
 
@@ -59,6 +62,8 @@ class PretrainArguments:
     warmup_epochs: float | None = field(default=None, metadata={"help": "linear warm-up length in epochs"})
     weight_decay: float = field(default=1e-6, metadata={"help": "LARS weight decay (not on biases and BN)"})
     output_dir: str = field(default="outputs/simclr", metadata={"help": "where the model, logs and checkpoints go"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "start afresh in an output_dir that holds "
+                                       "another run"})
     seed: int = field(default=42, metadata={"help": "seed of initialisation, data order and augmentations"})
     checkpointing_steps: int | None = field(default=None, metadata={"help": "save a checkpoint every N steps "
                                             "(always at the end)"})
@@ -96,6 +101,10 @@ class PretrainArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be >= 1, got {value}")
+        if self.backbone is not None and not timm.is_model(self.backbone):
+            raise ValueError(f"--backbone {self.backbone!r} is not a timm model name; see timm.list_models()")
+        if self.temperature is not None and not 0 < self.temperature <= 10:
+            raise ValueError(f"--temperature must be in (0, 10], got {self.temperature}")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
         if self.lr_scaling not in (None, *LR_SCALINGS):
@@ -110,6 +119,22 @@ class PretrainArguments:
             raise ValueError(
                 f"--per_device_batch_size ({self.per_device_batch_size}) must be a multiple of --grad_cache_chunk "
                 f"({self.grad_cache_chunk})"
+            )
+
+    def check_output_dir(self, num_processes: int) -> None:
+        """Refuse to mix two runs in one folder, and a contrastive batch of fewer than two images."""
+        if self.per_device_batch_size * num_processes < 2:
+            raise ValueError("the global batch must hold at least 2 images: raise --per_device_batch_size")
+        output_dir = Path(self.output_dir)
+        if output_dir.is_file():
+            raise ValueError(f"--output_dir {output_dir} is a file; choose a folder")
+        if self.resume_from_checkpoint or self.overwrite_output_dir:
+            return
+        previous = output_dir / "training_args.json"
+        if previous.is_file() or (output_dir / "config.json").is_file():
+            raise ValueError(
+                f"--output_dir {output_dir} holds another run; pass --resume_from_checkpoint latest to continue it, "
+                "--overwrite_output_dir to replace it, or another --output_dir"
             )
 
 

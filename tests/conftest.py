@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import hf_simclr  # noqa: F401 - registers the Auto classes
+from hub_server import hub_client, hub_server  # noqa: F401 - local Hub fixtures
 from hf_simclr import SimCLRConfig, SimCLRModel
 from hf_simclr.export import save_model
 

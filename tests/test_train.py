@@ -106,6 +106,9 @@ def test_two_process_run_killed_after_a_checkpoint_resumes_bitwise(small_dataset
     assert not (interrupted / "model.safetensors").exists(), "the run finished before it was killed"
 
     _run([*args, "--output_dir", str(interrupted), "--resume_from_checkpoint", "latest"], processes=2)
+    from transformers import AutoModel
+
+    assert AutoModel.from_pretrained(interrupted).config.backbone == "test_resnet"
     expected, resumed = _final_weights(reference), _final_weights(interrupted)
     assert expected.keys() == resumed.keys()
     for name, tensor in expected.items():
@@ -133,6 +136,9 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(small_data
         (["--dataset", "/nonexistent/folder"], "/nonexistent/folder"),
         (["--resume_from_checkpoint", "latest"], "no checkpoint"),
         (["--per_device_batch_size", "4096"], "fewer than one global batch"),
+        (["--per_device_batch_size", "1"], "at least 2 images"),
+        (["--backbone", "resnet_9000"], "not a timm model name"),
+        (["--temperature", "0"], "--temperature must be in"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(args, message, small_dataset, tmp_path):
@@ -141,7 +147,16 @@ def test_bad_input_is_one_line_and_exit_code_2(args, message, small_dataset, tmp
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last
-    assert not (tmp_path / "out" / "model.safetensors").exists()
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_dir_of_another_run_needs_overwrite(small_dataset, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    result = _run([*TINY, *_data_args(small_dataset), "--output_dir", str(out)], check=False)
+    assert result.returncode == 2 and "--overwrite_output_dir" in result.stderr.strip().splitlines()[-1]
+    assert [p.name for p in out.iterdir()] == ["config.json"]
 
 
 def test_help_explains_the_flags():

@@ -1,0 +1,209 @@
+"""Pushing a saved SimCLR model folder (and its timm-native encoder export) to the Hugging Face Hub.
+
+Each folder goes up in one commit with `HfApi.upload_folder`, which skips files whose content the repo already has,
+so pushing an unchanged folder again creates no commit. A failed push never touches the local files: the error says
+which command retries it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from huggingface_hub import HfApi
+
+__all__ = [
+    "HubPushError",
+    "InvalidModelFolderError",
+    "push_folder_to_hub",
+    "push_timm_folder_to_hub",
+    "retry_command",
+    "validate_model_folder",
+]
+
+# Pickled weights and training state never reach the Hub: the repo must be as safe to load as the safetensors
+# folder it came from. `.saving-*` is the scratch folder of an interrupted `hf_simclr.export.save_model`.
+# Pickles never go up; training checkpoints and the timm export (its own repo) stay local.
+IGNORE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle", "*.pyc", "__pycache__/", ".saving-*/",
+                   "checkpoints/", "timm/"]
+WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
+
+
+class InvalidModelFolderError(ValueError):
+    """The folder is not a saved model that can be pushed; nothing was uploaded."""
+
+
+class HubPushError(RuntimeError):
+    """The upload failed; every local file is kept and the message ends with the command that retries it."""
+
+
+def retry_command(
+    output_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    timm_repo: str | None = None,
+    timm_dir: str | Path | None = None,
+) -> str:
+    """The `scripts/push_to_hub.py` command line that pushes the same folders again."""
+    args = ["python", "scripts/push_to_hub.py", str(output_dir), repo_id]
+    args += ["--private"] * private + ["--revision", revision] * bool(revision)
+    args += ["--timm_repo", timm_repo, "--timm_dir", str(timm_dir)] * bool(timm_repo and timm_dir)
+    return shlex.join(args)
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why `path` is not a complete safetensors file, or None. Reads only the header, never unpickles anything."""
+    if not path.is_file():
+        return f"{path.name} is missing"
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            if header_len > size - 8:
+                raise ValueError("header longer than the file")
+            header = json.loads(f.read(header_len))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        return f"{path.name} is not a valid safetensors file ({err})"
+    if 8 + header_len + end != size:  # a truncated copy has a valid header but too few bytes
+        return f"{path.name} is truncated or corrupt ({size} bytes, its header describes {8 + header_len + end})"
+    return None
+
+
+def validate_model_folder(folder: str | Path, *, kind: str = "simclr") -> Path:
+    """Check that `folder` holds a saved model of `kind` ("simclr" or "timm") before anything is uploaded.
+
+    Raises:
+        InvalidModelFolderError: with one line naming the problem and how to fix it.
+    """
+    folder = Path(folder)
+    fix = (
+        "export it with hf_simclr.export.export_timm_encoder"
+        if kind == "timm"
+        else "pass the output folder of a finished run (written by hf_simclr.export.save_model)"
+    )
+    if not folder.is_dir():
+        raise InvalidModelFolderError(f"{folder} is not a directory: {fix}")
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except FileNotFoundError:
+        raise InvalidModelFolderError(f"{folder} has no config.json, so it is not a saved model: {fix}") from None
+    except (ValueError, OSError) as err:
+        raise InvalidModelFolderError(f"{folder}/config.json cannot be read ({err}): {fix}") from None
+    if not isinstance(config, dict):
+        raise InvalidModelFolderError(f"{folder}/config.json is not a JSON object: {fix}")
+    if kind == "simclr" and config.get("model_type") != "simclr":
+        found = config.get("model_type") or config.get("architecture") or "unknown"
+        raise InvalidModelFolderError(f"{folder} holds a {found!r} model, not a SimCLR one: {fix}")
+    if kind == "timm":
+        if "architecture" not in config:
+            raise InvalidModelFolderError(f"{folder}/config.json is not a timm config (no 'architecture'): {fix}")
+        if "num_classes" in config.get("model_args", {}):  # transformers' TimmWrapperModel fails on it
+            raise InvalidModelFolderError(f"{folder}/config.json sets model_args.num_classes: {fix}")
+    shards = [WEIGHTS]
+    try:
+        if not (folder / WEIGHTS).exists() and (folder / WEIGHTS_INDEX).is_file():  # a sharded checkpoint
+            shards = sorted(set(json.loads((folder / WEIGHTS_INDEX).read_text())["weight_map"].values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise InvalidModelFolderError(f"{folder}/{WEIGHTS_INDEX} is corrupt ({err!r}): save the model again") from None
+    problems = [p for p in (_safetensors_problem(folder / shard) for shard in shards) if p]
+    if problems:  # never upload weights that would load as garbage, or not at all
+        raise InvalidModelFolderError(f"{folder}: {'; '.join(problems)}: save the model again or {fix}")
+    return folder
+
+
+def _upload(
+    folder: Path,
+    repo_id: str,
+    *,
+    private: bool,
+    revision: str | None,
+    commit_message: str,
+    token: str | None,
+    retry: str,
+) -> str:
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision and revision != "main":  # the Hub commits only to existing branches
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            revision=revision,
+            commit_message=commit_message,
+            ignore_patterns=IGNORE_PATTERNS,
+        )
+    except Exception as err:  # any failure (HTTP, network, disk) gets the same retry advice
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        hint = " (log in with `hf auth login` or set HF_TOKEN)" if status in (401, 403) else ""
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise HubPushError(
+            f"Pushing {folder} to {repo_id} failed{hint}: {type(err).__name__}: {reason.rstrip('.')}. "
+            f"Every local file is kept; retry with: {retry}"
+        ) from err
+    return info.commit_url
+
+
+def push_folder_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str = "Upload SimCLR model",
+    token: str | None = None,
+    retry: str | None = None,
+) -> str:
+    """Upload a saved SimCLR model folder (weights, config, code, image processor, card) in one commit.
+
+    Creates the repo (and the branch `revision`) when missing. Pushing unchanged files creates no commit.
+
+    Returns:
+        The URL of the commit that now holds the folder; its last path segment is the commit sha.
+
+    Raises:
+        InvalidModelFolderError: the folder is not a complete SimCLR model; nothing was uploaded.
+        HubPushError: the upload failed; local files are kept and the message says how to retry.
+    """
+    folder = validate_model_folder(folder, kind="simclr")
+    retry = retry or retry_command(folder, repo_id, private=private, revision=revision)
+    return _upload(
+        folder,
+        repo_id,
+        private=private,
+        revision=revision,
+        commit_message=commit_message,
+        token=token,
+        retry=retry,
+    )
+
+
+def push_timm_folder_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str = "Upload SimCLR encoder (timm format)",
+    token: str | None = None,
+    retry: str | None = None,
+) -> str:
+    """Upload a timm-native encoder export, loadable with `timm.create_model("hf-hub:<repo_id>")`.
+
+    Same behaviour and errors as [`push_folder_to_hub`]; `retry` is the command printed on failure.
+    """
+    folder = validate_model_folder(folder, kind="timm")
+    retry = retry or f"push_timm_folder_to_hub({str(folder)!r}, {repo_id!r})"
+    return _upload(
+        folder,
+        repo_id,
+        private=private,
+        revision=revision,
+        commit_message=commit_message,
+        token=token,
+        retry=retry,
+    )
