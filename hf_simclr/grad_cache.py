@@ -36,7 +36,9 @@ def grad_cache_step(
     chunks = views.split(chunk_size)
     with torch.no_grad():
         projections = torch.cat([model(pixel_values=chunk).projections for chunk in chunks])
-    projections = projections.float().detach().requires_grad_()
+    # the loss sees float32 at least, as in the unchunked step under autocast
+    dtype = torch.promote_types(projections.dtype, torch.float32)
+    projections = projections.to(dtype).detach().requires_grad_()
     loss = _loss_fn(model)(projections[:n], projections[n:])
     (projection_grad,) = torch.autograd.grad(loss, projections)
     for i, (chunk, grad) in enumerate(zip(chunks, projection_grad.split(chunk_size), strict=True)):
@@ -44,5 +46,5 @@ def grad_cache_step(
         sync = contextlib.nullcontext() if i == len(chunks) - 1 else accelerator.no_sync(model)
         with sync:
             chunk_projections = model(pixel_values=chunk).projections
-            accelerator.backward((chunk_projections.float() * grad).sum())
+            accelerator.backward((chunk_projections.to(dtype) * grad).sum())
     return loss.detach()

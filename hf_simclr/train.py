@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from .augment import EvalTransform, SimCLRGPUAugment, TwoViewTransform, collate_views, get_preset
+from .benchmark import peak_memory_mb
 from .checkpoint import TrainState, resolve_checkpoint, save_checkpoint
 from .configuration_simclr import SimCLRConfig
 from .data import apply_transform, find_label_column, load_image_dataset, shard_for_process
@@ -192,7 +193,8 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     if args.compile:
         model = torch.compile(model)
     model, optimizer = accelerator.prepare(model, optimizer)
-    augment = SimCLRGPUAugment(get_preset(args.augment), mean=config.image_mean, std=config.image_std).to(device)
+    augment = SimCLRGPUAugment(get_preset(args.augment), mean=config.image_mean, std=config.image_std,
+                               compile_ops=args.compile).to(device)
     state = TrainState()
     # The scheduler is stepped by hand once per optimizer step (Accelerate's wrapper would step it per process).
     accelerator.register_for_checkpointing(state, scheduler)
@@ -272,7 +274,7 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
                 now = time.perf_counter()
                 views_per_s = 2 * global_batch * (state.step - last_log_step) / (now - last_log_time)
                 metrics = {"loss": mean_loss, "lr": scheduler.get_last_lr()[0], "views_per_s": views_per_s,
-                           "skipped_images": state.skipped_images}
+                           "skipped_images": state.skipped_images, "peak_memory_mb": peak_memory_mb(device)}
                 accelerator.log(metrics, step=state.step)
                 progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{metrics['lr']:.3g}", views_s=f"{views_per_s:.0f}")
                 if accelerator.is_main_process:
