@@ -11,19 +11,20 @@ from dataclasses import dataclass
 import timm
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
 from .configuration_simclr import SimCLRConfig
 from .loss import NTXentLoss
 
-
 _AUTO_MAP = {
     "AutoConfig": "configuration_simclr.SimCLRConfig",
     "AutoModel": "modeling_simclr.SimCLRModel",
     "AutoModelForImageClassification": "modeling_simclr.SimCLRForImageClassification",
 }
+# from_pretrained arguments that say where config.json comes from (transformers' DownloadKwargs)
+_DOWNLOAD_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
 
 
 @dataclass
@@ -99,17 +100,40 @@ class SimCLRPreTrainedModel(PreTrainedModel):
         return feature_map, pooled
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):  # noqa: D102 - same contract as PreTrainedModel.from_pretrained
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):  # noqa: D102 - as PreTrainedModel's
+        source = pretrained_model_name_or_path
+        # Weights are safetensors only: a pytorch_model.bin is a pickle, and unpickling can run code from the file.
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError(f"SimCLR models load only from safetensors weights; {source}: drop use_safetensors=False")
+        kwargs["use_safetensors"] = True
+        config = kwargs.get("config")
+        if source is not None and not isinstance(config, PreTrainedConfig):
+            # Another model's config would otherwise build a default SimCLR model and fail later on unrelated keys.
+            download = {k: kwargs[k] for k in _DOWNLOAD_KWARGS if k in kwargs}
+            found = cls.config_class.get_config_dict(config or source, **download)[0].get("model_type")
+            if found != cls.config_class.model_type:
+                raise ValueError(
+                    f"{source} holds a {found or 'unknown'!r} model, not a SimCLR one (config.json model_type must be "
+                    f"{cls.config_class.model_type!r}): load it with its own class, e.g. AutoModel"
+                )
         # A checkpoint whose encoder weights are missing would otherwise load with random encoder weights
         # and only a warning: refuse it instead.
         wants_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        try:
+            model, info = super().from_pretrained(source, *args, output_loading_info=True, **kwargs)
+        except Exception as err:
+            if type(err).__name__ != "SafetensorError":  # matched by name: this file may not import safetensors
+                raise
+            raise OSError(
+                f"The weights of {source} are truncated or corrupt ({err}): download them again "
+                "(force_download=True) or save the model again"
+            ) from err
         missing = sorted(k for k in info["missing_keys"] if k.startswith("encoder."))
         if missing:
-            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
             raise ValueError(
                 f"{source} has no weights for {len(missing)} encoder tensors (e.g. {missing[0]}): it is not a "
-                f"checkpoint of backbone {model.config.backbone!r}; point to a folder saved by SimCLRModel.save_pretrained"
+                f"checkpoint of backbone {model.config.backbone!r}; point to a folder saved by "
+                "SimCLRModel.save_pretrained"
             )
         if getattr(model.config, "freeze_encoder", False) and hasattr(model, "freeze_encoder"):
             # loading replaced the parameters frozen in __init__

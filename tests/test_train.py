@@ -15,8 +15,10 @@ import torch
 from conftest import REPO_ROOT
 from safetensors.torch import load_file
 
+from hf_simclr.cli import run_cli
 from hf_simclr.data import load_default_splits
-from hf_simclr.train import EpochBatchSampler
+from hf_simclr.train import EpochBatchSampler, pretrain
+from hf_simclr.train_args import parse_args
 
 PRETRAIN = str(REPO_ROOT / "scripts" / "pretrain.py")
 TINY = ["--backbone", "test_resnet", "--image_size", "32", "--projection_hidden_dim", "64", "--projection_dim", "32",
@@ -141,13 +143,19 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(small_data
         (["--temperature", "0"], "--temperature must be in"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_code_2(args, message, small_dataset, tmp_path):
+def test_bad_input_is_one_line_and_exit_code_2(args, message, small_dataset, tmp_path, capsys):
     base = [*_data_args(small_dataset)] if "--dataset" not in args else []
-    result = _run([*TINY, *base, *args, "--output_dir", str(tmp_path / "out")], check=False)
-    assert result.returncode == 2, result.stderr[-2000:]
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and message in last
+    argv = [*TINY, *base, *args, "--output_dir", str(tmp_path / "out")]
+    assert run_cli(lambda: pretrain(parse_args(argv))) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1]
     assert not (tmp_path / "out").exists()
+
+
+def test_script_exit_code_2(tmp_path):
+    result = _run(["--temperature", "-1", "--output_dir", str(tmp_path / "out")], check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: --temperature must be in (0, 10], got -1.0"
 
 
 def test_output_dir_of_another_run_needs_overwrite(small_dataset, tmp_path):

@@ -1,0 +1,302 @@
+"""Hub round trip over real HTTP: a tiny model trained and pushed by scripts/pretrain.py, loaded back by repo id.
+
+Every Hub client runs in a fresh process against the local server of tests/hub_server.py (127.0.0.1 only); each
+process checks several things because importing torch and transformers dominates the runtime.
+"""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import REPO_ROOT
+from hub_server import HubClient, LocalHubHTTPServer, hub_env
+from transformers import AutoImageProcessor, AutoModel, BertConfig
+
+from hf_simclr import SimCLRModel
+from hf_simclr.data import load_default_splits
+
+REPO, TIMM_REPO, REVISIONS_REPO = "org/simclr-tiny", "org/simclr-tiny-timm", "org/simclr-tiny-revisions"
+PRETRAIN, PUSH = str(REPO_ROOT / "scripts" / "pretrain.py"), str(REPO_ROOT / "scripts" / "push_to_hub.py")
+TINY = ["--backbone", "test_resnet", "--image_size", "32", "--projection_hidden_dim", "64", "--projection_dim", "32",
+        "--per_device_batch_size", "16", "--num_workers", "0", "--max_steps", "2"]  # fmt: skip
+
+# Run in every process (this one included), so all of them feed the models the same pixels: seeded CPU draws are
+# reproducible across processes.
+INPUTS = """
+import json
+import numpy as np
+import torch
+from PIL import Image
+
+torch.manual_seed(0)
+pixels = torch.randn(2, 3, 32, 32)
+image = Image.fromarray(np.random.RandomState(0).randint(0, 256, (40, 48, 3), dtype=np.uint8))
+
+
+def features(model):
+    with torch.no_grad():
+        out = model(pixel_values=pixels)
+    return {"pooled": out.pooler_output.tolist(), "projections": out.projections.tolist()}
+"""
+
+
+def forbid_pickle(*args, **kwargs):
+    raise AssertionError("torch.load was called: a pickle was about to be loaded")
+
+
+# Weights are safetensors only: in a client process any unpickling fails the process.
+NO_PICKLE = "\ntorch.load = forbid_pickle\n"
+
+
+def _snippet(body: str, **constants: object) -> str:
+    header = "".join(f"{k} = {v!r}\n" for k, v in constants.items())
+    return header + INPUTS + inspect.getsource(forbid_pickle) + NO_PICKLE + body
+
+
+def _close(actual: list, expected: torch.Tensor) -> None:
+    torch.testing.assert_close(torch.tensor(actual), expected, atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def pushed(hub_server: LocalHubHTTPServer, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A tiny model trained for 2 steps and pushed with `--timm_export --push_to_hub`, and its local outputs."""
+    root = tmp_path_factory.mktemp("roundtrip")
+    (root / "data").mkdir()
+    load_default_splits()["train"].select(range(128)).to_parquet(str(root / "data" / "train.parquet"))
+    out = root / "run"
+    command = [sys.executable, PRETRAIN, *TINY, "--dataset", str(root / "data" / "train.parquet"), "--output_dir",
+               str(out), "--timm_export", "--push_to_hub", "--hub_model_id", REPO]  # fmt: skip
+    env = {**hub_env(hub_server, root / "hf_home"), "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    namespace: dict = {}
+    exec(INPUTS, namespace)
+    model = SimCLRModel.from_pretrained(out).eval()
+    processor = AutoImageProcessor.from_pretrained(out)
+    with torch.no_grad():
+        piped = model(**processor(namespace["image"], return_tensors="pt")).pooler_output
+    local = {k: torch.tensor(v) for k, v in namespace["features"](model).items()}
+    repo = hub_server.store.repos[REPO]
+    return SimpleNamespace(out=out, first=repo.branches["main"], pipeline=piped, **local)
+
+
+def test_pretrain_push_uploads_the_run_and_the_timm_export(pushed: SimpleNamespace, hub_server: LocalHubHTTPServer):
+    store = hub_server.store
+    files = store.repos[REPO].resolve("main").files
+    assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md", "modeling_simclr.py",
+            "configuration_simclr.py"} <= files.keys()  # fmt: skip
+    assert not any(p.startswith(("checkpoints/", "timm/")) or p.endswith(".bin") for p in files)
+    assert files["model.safetensors"].is_lfs
+    timm_files = store.repos[TIMM_REPO].resolve("main").files
+    assert {"model.safetensors", "config.json"} <= timm_files.keys()
+    for repo_id in (REPO, TIMM_REPO):  # one commit on top of the repo's creation
+        assert [c.title for c in store.repos[repo_id].commits.values()][0] == "initial commit"
+        assert len(store.repos[repo_id].commits) == 2
+
+
+def test_repo_loads_like_the_local_model_online_then_offline(pushed: SimpleNamespace, hub_client: HubClient):
+    online = hub_client.run_json(
+        _snippet(
+            """
+import timm
+from transformers import AutoModel, AutoModelForImageClassification, pipeline
+
+import hf_simclr
+from hf_simclr import SimCLRModel
+
+out = {}
+model = AutoModel.from_pretrained(REPO)
+out["class"], out["model"] = type(model).__name__, features(model)
+out["pipeline"] = pipeline("image-feature-extraction", model=REPO)(image, pool=True)
+classifier = AutoModelForImageClassification.from_pretrained(REPO, num_labels=3)
+with torch.no_grad():
+    out["classifier"] = [type(classifier).__name__, list(classifier(pixel_values=pixels).logits.shape),
+                         classifier._encode(pixels)[1].tolist()]
+    out["timm"] = timm.create_model("hf-hub:" + TIMM_REPO, pretrained=True).eval()(pixels).tolist()
+errors = {}
+for name, load in {
+    "missing repo": lambda: AutoModel.from_pretrained("org/does-not-exist"),
+    "timm repo": lambda: SimCLRModel.from_pretrained(TIMM_REPO),
+}.items():
+    try:
+        load()
+        errors[name] = None
+    except Exception as err:
+        errors[name] = [type(err).__name__, str(err)]
+out["errors"] = errors
+print(json.dumps(out))
+""",
+            REPO=REPO,
+            TIMM_REPO=TIMM_REPO,
+        )
+    )
+    assert online["class"] == "SimCLRModel"
+    _close(online["model"]["pooled"], pushed.pooled)
+    _close(online["model"]["projections"], pushed.projections)
+    _close(online["pipeline"], pushed.pipeline)
+    name, logits_shape, classifier_features = online["classifier"]
+    assert name == "SimCLRForImageClassification" and logits_shape == [2, 3]
+    _close(classifier_features, pushed.pooled)
+    _close(online["timm"], pushed.pooled)
+    kind, message = online["errors"]["missing repo"]
+    assert kind == "OSError" and "org/does-not-exist" in message
+    kind, message = online["errors"]["timm repo"]
+    assert kind == "ValueError" and TIMM_REPO in message and "'timm_wrapper' model, not a SimCLR one" in message
+
+    # the same HF_HOME, now without network access: everything comes from the cache
+    offline = hub_client.run_json(
+        _snippet(
+            """
+import timm
+from transformers import AutoModel, pipeline
+
+import hf_simclr
+
+out = {"model": features(AutoModel.from_pretrained(REPO))}
+out["pipeline"] = pipeline("image-feature-extraction", model=REPO)(image, pool=True)
+with torch.no_grad():
+    out["timm"] = timm.create_model("hf-hub:" + TIMM_REPO, pretrained=True).eval()(pixels).tolist()
+print(json.dumps(out))
+""",
+            REPO=REPO,
+            TIMM_REPO=TIMM_REPO,
+        ),
+        offline=True,
+    )
+    _close(offline["model"]["pooled"], pushed.pooled)
+    _close(offline["pipeline"], pushed.pipeline)
+    _close(offline["timm"], pushed.pooled)
+
+
+def test_remote_code_loads_the_repo_without_hf_simclr(pushed: SimpleNamespace, hub_client: HubClient):
+    out = hub_client.run_json(
+        _snippet(
+            """
+from transformers import AutoModel, pipeline
+
+try:
+    import hf_simclr  # noqa: F401
+    importable = True
+except ImportError:
+    importable = False
+model = AutoModel.from_pretrained(REPO, trust_remote_code=True)
+extractor = pipeline("image-feature-extraction", model=REPO, trust_remote_code=True)
+print(json.dumps({"importable": importable, "module": type(model).__module__, "model": features(model),
+                  "pipeline": extractor(image, pool=True)}))
+""",
+            REPO=REPO,
+        ),
+        blocked_imports=["hf_simclr"],
+    )
+    assert out["importable"] is False
+    assert out["module"].startswith("transformers_modules.") and out["module"].endswith(".modeling_simclr")
+    _close(out["model"]["pooled"], pushed.pooled)
+    _close(out["model"]["projections"], pushed.projections)
+    _close(out["pipeline"], pushed.pipeline)
+
+
+def test_second_push_makes_a_revision_and_unchanged_push_none(
+    pushed: SimpleNamespace, hub_client: HubClient, hub_server: LocalHubHTTPServer, tmp_path: Path
+):
+    changed = tmp_path / "changed"
+    shutil.copytree(pushed.out, changed, ignore=shutil.ignore_patterns("checkpoints", "timm"))
+    out = hub_client.run_json(
+        _snippet(
+            """
+import runpy
+import sys
+from pathlib import Path
+
+from huggingface_hub import HfApi
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel
+
+import hf_simclr
+from hf_simclr import SimCLRModel
+
+
+def push(*argv):
+    sys.argv = ["push_to_hub.py", *argv]
+    try:
+        runpy.run_path(PUSH, run_name="__main__")
+    except SystemExit as exit_:
+        return exit_.code
+
+
+api = HfApi()
+codes = [push(OUT, REPO, "--timm_repo", TIMM_REPO, "--timm_dir", OUT + "/timm")]  # what pretrain pushed
+codes.append(push(OUT, REVISIONS_REPO))
+first = api.model_info(REVISIONS_REPO).sha
+weights = load_file(CHANGED + "/model.safetensors")
+weights = {k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}
+save_file(weights, CHANGED + "/model.safetensors", metadata={"format": "pt"})
+codes.append(push(CHANGED, REVISIONS_REPO))
+codes.append(push(CHANGED, REVISIONS_REPO))
+print(json.dumps({
+    "codes": codes, "first": first,
+    "commits": {r: [c.commit_id for c in api.list_repo_commits(r)] for r in (REPO, TIMM_REPO, REVISIONS_REPO)},
+    "old": features(AutoModel.from_pretrained(REVISIONS_REPO, revision=first)),
+    "new": features(AutoModel.from_pretrained(REVISIONS_REPO)),
+    "changed": features(SimCLRModel.from_pretrained(CHANGED)),
+}))
+""",
+            OUT=str(pushed.out),
+            CHANGED=str(changed),
+            PUSH=PUSH,
+            REPO=REPO,
+            TIMM_REPO=TIMM_REPO,
+            REVISIONS_REPO=REVISIONS_REPO,
+        )
+    )
+    assert out["codes"] == [0, 0, 0, 0]
+    # the CLI re-pushing what pretrain pushed is a no-op: same files, byte for byte
+    assert out["commits"][REPO][0] == pushed.first and len(out["commits"][REPO]) == 2
+    assert len(out["commits"][TIMM_REPO]) == 2
+    first, *older = out["commits"][REVISIONS_REPO][1:]
+    assert first == out["first"] and len(older) == 1  # changed weights: one commit; the repeat of it: none
+    assert hub_server.store.repos[REVISIONS_REPO].resolve("main").id == out["commits"][REVISIONS_REPO][0]
+    _close(out["old"]["pooled"], pushed.pooled)
+    _close(out["old"]["projections"], pushed.projections)
+    _close(out["new"]["pooled"], torch.tensor(out["changed"]["pooled"]))
+    assert not torch.allclose(torch.tensor(out["new"]["pooled"]), pushed.pooled, atol=1e-3)
+
+
+def _copy(source: Path, target: Path) -> Path:
+    return Path(shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoints", "timm")))
+
+
+def test_bad_folders_fail_clearly_and_never_unpickle(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    truncated = _copy(tiny_model_dir, tmp_path / "truncated")
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    for load in (SimCLRModel.from_pretrained, AutoModel.from_pretrained):
+        with pytest.raises(OSError, match=f"weights of {truncated} are truncated or corrupt"):
+            load(truncated)
+
+    other = _copy(tiny_model_dir, tmp_path / "other")
+    (other / "config.json").unlink()
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(other)
+    with pytest.raises(ValueError, match="holds a 'bert' model, not a SimCLR one"):
+        SimCLRModel.from_pretrained(other)
+
+    pickled = _copy(tiny_model_dir, tmp_path / "pickled")
+    state = SimCLRModel.from_pretrained(tiny_model_dir).state_dict()
+    weights = pickled / "model.safetensors"
+    weights.unlink()
+    torch.save(state, pickled / "pytorch_model.bin")
+    monkeypatch.setattr(torch, "load", forbid_pickle)
+    for load in (SimCLRModel.from_pretrained, AutoModel.from_pretrained):
+        with pytest.raises(OSError, match="no file named model.safetensors"):
+            load(pickled)
+    with pytest.raises(ValueError, match="safetensors"):
+        SimCLRModel.from_pretrained(pickled, use_safetensors=False)
