@@ -70,7 +70,9 @@ def test_batches_are_disjoint_across_processes_and_resumable():
 
 def test_pretrain_cli_writes_a_loadable_model(small_dataset, tmp_path):
     out = tmp_path / "run"
-    _run([*TINY, *_data_args(small_dataset), "--max_steps", "3", "--output_dir", str(out), "--timm_export"])
+    _run([*TINY, *_data_args(small_dataset), "--max_steps", "3", "--output_dir", str(out), "--timm_export",
+          "--report_to", "tensorboard"])
+    assert list(out.rglob("events.out.tfevents.*")), "no tensorboard scalars"
     for name in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md", "train_log.jsonl",
                  "results.json", "modeling_simclr.py"):
         assert (out / name).is_file(), name
