@@ -22,6 +22,8 @@ TAGS = ["simclr", "self-supervised", "image-feature-extraction", "timm"]
 # Pretty names for the metrics hf_simclr.evaluate reports; other keys are shown as given.
 METRIC_NAMES = {
     "knn_top1": "kNN top-1 accuracy",
+    "knn_top1_k20": "kNN top-1 accuracy (k=20)",
+    "knn_top1_k200": "kNN top-1 accuracy (k=200)",
     "knn_top5": "kNN top-5 accuracy",
     "linear_top1": "Linear probe top-1 accuracy",
     "linear_top5": "Linear probe top-5 accuracy",

@@ -110,6 +110,9 @@ def _monitor_data(args: PretrainArguments, train_data: Any) -> tuple[Any, Any] |
     """Labelled (memory bank, held-out) splits for the kNN monitor, or None where the data has no labels."""
     if args.streaming:
         return None
+    if args.dataset is not None and Path(args.dataset).is_file():
+        # a single file is one split: its "test" split would be the training images themselves
+        return None
     labels = find_label_column(train_data, args.label_column)
     if labels is None:
         return None

@@ -1,0 +1,111 @@
+"""scripts/finetune.py: label fractions, frozen-encoder training, a folder the image-classification pipeline loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO_ROOT
+from huggingface_hub import ModelCard
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import ResNetConfig, ResNetModel, pipeline
+
+from hf_simclr.cli import run_cli
+from hf_simclr.data import load_default_splits
+from hf_simclr.finetune import finetune, parse_args
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    """40 train / 20 test real images (4 / 2 per class) of the embedded data, as a folder of parquet splits."""
+    folder = tmp_path_factory.mktemp("small-data")
+    splits = load_default_splits()
+    for split, per_class in (("train", 4), ("test", 2)):
+        labels = torch.tensor(splits[split]["label"])
+        keep = torch.cat([(labels == c).nonzero().flatten()[:per_class] for c in range(10)]).sort().values
+        splits[split].select(keep.tolist()).to_parquet(str(folder / f"{split}.parquet"))
+    return folder
+
+
+def _finetune(model: Path, data: Path, out: Path, *extra: str) -> int:
+    argv = ["--model", str(model), "--dataset", str(data), "--output_dir", str(out), "--epochs", "1",
+            "--per_device_batch_size", "16", "--num_workers", "0", *extra]  # fmt: skip
+    return run_cli(lambda: finetune(parse_args(argv)))
+
+
+def test_finetune_saves_a_pipeline_ready_model_with_results(tiny_model_dir, small_data, tmp_path):
+    out = tmp_path / "finetuned"
+    assert _finetune(tiny_model_dir, small_data, out, "--label_fraction", "0.5") == 0
+
+    classifier = pipeline("image-classification", model=str(out))
+    predictions = classifier(Image.new("L", (28, 28), color=128), top_k=3)
+    names = set(load_default_splits()["train"].features["label"].names)
+    assert len(predictions) == 3 and {p["label"] for p in predictions} <= names
+
+    entry = json.loads((out / "eval_results.json").read_text())["results"][0]
+    assert entry["evaluation"] == "finetune" and entry["details"]["num_train"] == 20  # half of 4 per class
+    assert set(entry["metrics"]) == {"finetune_top1", "finetune_top5"}
+    assert entry["metrics"]["finetune_top1"] <= entry["metrics"]["finetune_top5"] <= 1.0
+    card = ModelCard.load(out / "README.md")
+    assert card.data.pipeline_tag == "image-classification"
+    result = card.data.to_dict()["model-index"][0]["results"][0]
+    assert result["task"]["name"] == "Image classification (fine-tuned end to end, 50% of the labels)"
+    assert [m["name"] for m in result["metrics"]] == ["Top-1 accuracy", "Top-5 accuracy"]
+    assert (out / "finetune_log.jsonl").is_file()
+
+
+def test_frozen_encoder_keeps_weights_and_batchnorm_statistics(tiny_model_dir, small_data, tmp_path):
+    out = tmp_path / "linear"
+    assert _finetune(tiny_model_dir, small_data, out, "--freeze_encoder", "--label_fraction", "0.25") == 0
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    encoder = [k for k in before if k.startswith("encoder.")]
+    assert any("running_mean" in k for k in encoder)
+    assert all(torch.equal(before[k], after[k]) for k in encoder)
+    assert "classifier.weight" in after and not any(k.startswith("projection_head") for k in after)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--label_fraction", "0"], "--label_fraction must be in (0, 1]"),
+        (["--label_fraction", "1.5"], "--label_fraction must be in (0, 1]"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--label_column", "category"], "label column 'category' not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(extra, message, tiny_model_dir, small_data, tmp_path, capsys):
+    assert _finetune(tiny_model_dir, small_data, tmp_path / "out", *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err, err
+
+
+def test_model_and_output_folder_problems_exit_2(tiny_model_dir, small_data, tmp_path, capsys):
+    resnet_dir = tmp_path / "resnet"
+    ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1])).save_pretrained(resnet_dir)
+    assert _finetune(resnet_dir, small_data, tmp_path / "out") == 2
+    assert "needs a SimCLR checkpoint" in capsys.readouterr().err
+    assert _finetune(tiny_model_dir, small_data, tiny_model_dir) == 2
+    assert "--output_dir is the --model folder" in capsys.readouterr().err
+
+
+def test_script_exits_2_with_one_line(tmp_path):
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "finetune.py"), "--model", str(tmp_path / "missing"),
+               "--output_dir", str(tmp_path / "out"), "--label_fraction", "2"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
+    assert "--label_fraction must be in (0, 1]" in result.stderr
