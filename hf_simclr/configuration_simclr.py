@@ -55,9 +55,13 @@ class SimCLRConfig(PreTrainedConfig):
         if not isinstance(self.backbone, str) or not self.backbone:
             raise ValueError(f"backbone must be a timm model name such as 'resnet50', got {self.backbone!r}")
         if not isinstance(self.backbone_kwargs, dict):
-            raise ValueError(f"backbone_kwargs must be a dict of timm.create_model arguments, got {self.backbone_kwargs!r}")
+            raise ValueError(
+                f"backbone_kwargs must be a dict of timm.create_model arguments, got {self.backbone_kwargs!r}"
+            )
         if "num_classes" in self.backbone_kwargs:
-            raise ValueError("backbone_kwargs must not set num_classes: the encoder is always created without a classifier")
+            raise ValueError(
+                "backbone_kwargs must not set num_classes: the encoder is always created without a classifier"
+            )
         _check_int("projection_hidden_dim", self.projection_hidden_dim, 1)
         _check_int("projection_dim", self.projection_dim, 1)
         _check_int("projection_layers", self.projection_layers, 1, 3)

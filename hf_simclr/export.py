@@ -16,8 +16,18 @@ from .modeling_simclr import SimCLRPreTrainedModel
 CROP_PCT = 0.875
 
 # Keys of a timm pretrained_cfg that describe the source checkpoint of the architecture, not these weights.
-_SOURCE_KEYS = ("tag", "hf_hub_id", "origin_url", "paper_ids", "paper_name", "notes", "license", "test_input_size",
-                "test_crop_pct", "pool_size")
+_SOURCE_KEYS = (
+    "tag",
+    "hf_hub_id",
+    "origin_url",
+    "paper_ids",
+    "paper_name",
+    "notes",
+    "license",
+    "test_input_size",
+    "test_crop_pct",
+    "pool_size",
+)
 
 
 def build_image_processor(config) -> BitImageProcessor:

@@ -25,8 +25,19 @@ __all__ = [
 # Pickled weights and training state never reach the Hub: the repo must be as safe to load as the safetensors
 # folder it came from. `.saving-*` is the scratch folder of an interrupted `hf_simclr.export.save_model`.
 # Pickles never go up; training checkpoints and the timm export (its own repo) stay local.
-IGNORE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle", "*.pyc", "__pycache__/", ".saving-*/",
-                   "checkpoints/", "timm/"]
+IGNORE_PATTERNS = [
+    "*.bin",
+    "*.pt",
+    "*.pth",
+    "*.ckpt",
+    "*.pkl",
+    "*.pickle",
+    "*.pyc",
+    "__pycache__/",
+    ".saving-*/",
+    "checkpoints/",
+    "timm/",
+]
 WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
 
 

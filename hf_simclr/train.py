@@ -70,7 +70,12 @@ class EpochBatchSampler(Sampler[list[int]]):
 
     def __init__(self, num_samples: int, batch_size: int, rank: int, world_size: int, seed: int) -> None:
         self.num_samples, self.batch_size, self.rank, self.world_size, self.seed = (
-            num_samples, batch_size, rank, world_size, seed)
+            num_samples,
+            batch_size,
+            rank,
+            world_size,
+            seed,
+        )
         self.steps_per_epoch = num_samples // (batch_size * world_size)
         if self.steps_per_epoch == 0:
             raise ValueError(
@@ -118,8 +123,9 @@ def _monitor_data(args: PretrainArguments, train_data: Any) -> tuple[Any, Any] |
         return None
     split = args.eval_split or "test"
     try:
-        held_out = load_image_dataset(args.dataset, split=split, image_column=args.image_column, check=0,
-                                      **_load_kwargs(args))
+        held_out = load_image_dataset(
+            args.dataset, split=split, image_column=args.image_column, check=0, **_load_kwargs(args)
+        )
     except (ValueError, KeyError) as error:
         if args.eval_split:
             raise ValueError(f"--eval_split {split}: {error}") from error
@@ -127,15 +133,21 @@ def _monitor_data(args: PretrainArguments, train_data: Any) -> tuple[Any, Any] |
     column = labels[0]
     bank = train_data.select(range(min(len(train_data), 50_000)))  # enough neighbours for a stable monitor
     return bank.rename_column(column, "label") if column != "label" else bank, (
-        held_out.rename_column(column, "label") if column != "label" else held_out)
+        held_out.rename_column(column, "label") if column != "label" else held_out
+    )
 
 
 def _load_kwargs(args: PretrainArguments) -> dict:
     return {"name": args.dataset_config} if args.dataset_config else {}
 
 
-def _knn_monitor(model: SimCLRModel, monitor: tuple[Any, Any], args: PretrainArguments, augment: SimCLRGPUAugment,
-                 device: torch.device) -> dict[str, float]:
+def _knn_monitor(
+    model: SimCLRModel,
+    monitor: tuple[Any, Any],
+    args: PretrainArguments,
+    augment: SimCLRGPUAugment,
+    device: torch.device,
+) -> dict[str, float]:
     def features(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
         transformed = data.with_transform(EvalTransform(size=args.image_size, image_column=args.image_column))
         loader = DataLoader(transformed, batch_size=256, **_loader_kwargs(min(2, _num_workers(args, 1)), device))
@@ -155,23 +167,34 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     """Run SimCLR pretraining as `args` describe; returns the final metrics. Saves the model to `args.output_dir`."""
     args = args.resolved()
     output_dir = Path(args.output_dir)
-    accelerator = Accelerator(log_with=None if args.report_to == "none" else args.report_to,
-                              project_dir=str(output_dir))
+    accelerator = Accelerator(
+        log_with=None if args.report_to == "none" else args.report_to, project_dir=str(output_dir)
+    )
     args.check_output_dir(accelerator.num_processes)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     set_seed(args.seed)  # the same initial weights on every process
 
-    train_data = load_image_dataset(args.dataset, split=args.train_split, image_column=args.image_column,
-                                    streaming=args.streaming, **_load_kwargs(args))
-    crop = TwoViewTransform.from_preset(args.augment, size=args.image_size, image_column=args.image_column,
-                                        label_column=None, seed=args.seed + rank)
+    train_data = load_image_dataset(
+        args.dataset,
+        split=args.train_split,
+        image_column=args.image_column,
+        streaming=args.streaming,
+        **_load_kwargs(args),
+    )
+    crop = TwoViewTransform.from_preset(
+        args.augment, size=args.image_size, image_column=args.image_column, label_column=None, seed=args.seed + rank
+    )
     workers = _num_workers(args, world)
     if args.streaming:
         if args.max_steps is None:
             raise ValueError("a streaming dataset has no known length: give --max_steps")
         stream = apply_transform(shard_for_process(train_data.shuffle(seed=args.seed), rank, world), crop)
-        loader = DataLoader(stream, batch_size=args.per_device_batch_size, drop_last=True,
-                            **_loader_kwargs(min(workers, stream.num_shards), device))
+        loader = DataLoader(
+            stream,
+            batch_size=args.per_device_batch_size,
+            drop_last=True,
+            **_loader_kwargs(min(workers, stream.num_shards), device),
+        )
         sampler = None
         steps_per_epoch = args.max_steps
     else:
@@ -182,9 +205,14 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     total_steps = args.max_steps or args.epochs * steps_per_epoch
     monitor = _monitor_data(args, train_data) if accelerator.is_main_process else None
 
-    config = SimCLRConfig(backbone=args.backbone, image_size=args.image_size, temperature=args.temperature,
-                          projection_dim=args.projection_dim, projection_hidden_dim=args.projection_hidden_dim,
-                          projection_layers=args.projection_layers)
+    config = SimCLRConfig(
+        backbone=args.backbone,
+        image_size=args.image_size,
+        temperature=args.temperature,
+        projection_dim=args.projection_dim,
+        projection_hidden_dim=args.projection_hidden_dim,
+        projection_layers=args.projection_layers,
+    )
     model = SimCLRModel(config)
     if world > 1 and device.type != "cpu":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # global BN: statistics over all processes
@@ -196,8 +224,9 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     if args.compile:
         model = torch.compile(model)
     model, optimizer = accelerator.prepare(model, optimizer)
-    augment = SimCLRGPUAugment(get_preset(args.augment), mean=config.image_mean, std=config.image_std,
-                               compile_ops=args.compile).to(device)
+    augment = SimCLRGPUAugment(
+        get_preset(args.augment), mean=config.image_mean, std=config.image_std, compile_ops=args.compile
+    ).to(device)
     state = TrainState()
     # The scheduler is stepped by hand once per optimizer step (Accelerate's wrapper would step it per process).
     accelerator.register_for_checkpointing(state, scheduler)
@@ -238,8 +267,9 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
 
     if monitor and state.step == 0:
         # the same encoder at random initialisation: the baseline the pretrained features must beat
-        state.random_init = {f"{k}_random_init": v for k, v in _knn_monitor(unwrapped(), monitor, args, augment,
-                                                                             device).items()}
+        state.random_init = {
+            f"{k}_random_init": v for k, v in _knn_monitor(unwrapped(), monitor, args, augment, device).items()
+        }
         _log_row(output_dir, {"step": 0, "epoch": 0.0, **state.random_init})
         accelerator.print("random init: " + ", ".join(f"{k} {v:.4f}" for k, v in state.random_init.items()))
 
@@ -276,8 +306,13 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
                 mean_loss = accelerator.reduce(loss_sum, reduction="mean").item() / (state.step - last_log_step)
                 now = time.perf_counter()
                 views_per_s = 2 * global_batch * (state.step - last_log_step) / (now - last_log_time)
-                metrics = {"loss": mean_loss, "lr": scheduler.get_last_lr()[0], "views_per_s": views_per_s,
-                           "skipped_images": state.skipped_images, "peak_memory_mb": peak_memory_mb(device)}
+                metrics = {
+                    "loss": mean_loss,
+                    "lr": scheduler.get_last_lr()[0],
+                    "views_per_s": views_per_s,
+                    "skipped_images": state.skipped_images,
+                    "peak_memory_mb": peak_memory_mb(device),
+                }
                 accelerator.log(metrics, step=state.step)
                 progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{metrics['lr']:.3g}", views_s=f"{views_per_s:.0f}")
                 if accelerator.is_main_process:
@@ -292,8 +327,9 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
                 knn = _knn_monitor(unwrapped(), monitor, args, augment, device)
                 accelerator.log(knn, step=state.step)
                 _log_row(output_dir, {"step": state.step, "epoch": state.step / steps_per_epoch, **knn})
-                progress.write(f"epoch {state.step // steps_per_epoch}: " +
-                               ", ".join(f"{k} {v:.4f}" for k, v in knn.items()))
+                progress.write(
+                    f"epoch {state.step // steps_per_epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in knn.items())
+                )
             if state.step >= total_steps:
                 break
     progress.close()
@@ -306,8 +342,14 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     if accelerator.is_main_process:
         if monitor:
             results.update(_knn_monitor(unwrapped(), monitor, args, augment, device), **state.random_init)
-            _log_row(output_dir, {"step": state.step, "epoch": state.step / steps_per_epoch,
-                                  **{k: v for k, v in results.items() if k.startswith("knn")}})
+            _log_row(
+                output_dir,
+                {
+                    "step": state.step,
+                    "epoch": state.step / steps_per_epoch,
+                    **{k: v for k, v in results.items() if k.startswith("knn")},
+                },
+            )
         _finish(unwrapped(), args, results, output_dir)
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -326,18 +368,26 @@ def _finish(model: SimCLRModel, args: PretrainArguments, results: dict, output_d
     save_model(model, output_dir)
     (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     training = {
-        "dataset": args.dataset or "embedded Fashion-MNIST subset", "preset": args.preset,
-        "epochs": args.epochs if not args.max_steps else None, "steps": results.get("steps"),
-        "global batch size": results.get("global_batch_size"), "image size": args.image_size,
-        "optimizer": "LARS (momentum 0.9, trust coefficient 0.001)", "learning rate": results.get("learning_rate"),
-        "weight decay": args.weight_decay, "temperature": args.temperature,
+        "dataset": args.dataset or "embedded Fashion-MNIST subset",
+        "preset": args.preset,
+        "epochs": args.epochs if not args.max_steps else None,
+        "steps": results.get("steps"),
+        "global batch size": results.get("global_batch_size"),
+        "image size": args.image_size,
+        "optimizer": "LARS (momentum 0.9, trust coefficient 0.001)",
+        "learning rate": results.get("learning_rate"),
+        "weight decay": args.weight_decay,
+        "temperature": args.temperature,
     }
     card = build_model_card(
-        args.hub_model_id or output_dir.name, model.config.to_dict(), {k: v for k, v in training.items() if v},
+        args.hub_model_id or output_dir.name,
+        model.config.to_dict(),
+        {k: v for k, v in training.items() if v},
         {k: 100 * v for k, v in results.items() if k.startswith("knn_top1") and not k.endswith("random_init")},
-        args.dataset or "Fashion-MNIST (embedded subset)", eval_split=args.eval_split or "test",
-        feature_dim=model.num_features, timm_repo=f"{args.hub_model_id}-timm" if args.timm_export and
-        args.hub_model_id else None,
+        args.dataset or "Fashion-MNIST (embedded subset)",
+        eval_split=args.eval_split or "test",
+        feature_dim=model.num_features,
+        timm_repo=f"{args.hub_model_id}-timm" if args.timm_export and args.hub_model_id else None,
     )
     card.save(output_dir / "README.md")
     if args.timm_export:
@@ -348,4 +398,3 @@ def _finish(model: SimCLRModel, args: PretrainArguments, results: dict, output_d
         push_folder_to_hub(output_dir, args.hub_model_id, private=args.hub_private)
         if args.timm_export:
             push_timm_folder_to_hub(output_dir / "timm", f"{args.hub_model_id}-timm", private=args.hub_private)
-

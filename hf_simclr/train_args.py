@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import timm
 
@@ -15,18 +15,39 @@ from .optim import LR_SCALINGS
 PRESETS: dict[str, dict] = {
     # The embedded Fashion-MNIST subset on a laptop CPU: a real run in about ten minutes.
     "demo": dict(
-        backbone="resnet18", image_size=32, per_device_batch_size=256, epochs=20, learning_rate=0.3,
-        lr_scaling="linear", warmup_epochs=2, temperature=0.2, augment="demo",
+        backbone="resnet18",
+        image_size=32,
+        per_device_batch_size=256,
+        epochs=20,
+        learning_rate=0.3,
+        lr_scaling="linear",
+        warmup_epochs=2,
+        temperature=0.2,
+        augment="demo",
     ),
     # The paper's CIFAR-10 recipe (appendix B.9): colour strength 0.5, no blur, temperature 0.5.
     "cifar": dict(
-        backbone="resnet50", image_size=32, per_device_batch_size=512, epochs=1000, learning_rate=1.0,
-        lr_scaling="linear", warmup_epochs=10, temperature=0.5, augment="cifar",
+        backbone="resnet50",
+        image_size=32,
+        per_device_batch_size=512,
+        epochs=1000,
+        learning_rate=1.0,
+        lr_scaling="linear",
+        warmup_epochs=10,
+        temperature=0.5,
+        augment="cifar",
     ),
     # The paper's ImageNet recipe: LARS 0.3 x B/256, 10 warm-up epochs, temperature 0.1, blur on.
     "imagenet": dict(
-        backbone="resnet50", image_size=224, per_device_batch_size=256, epochs=100, learning_rate=0.3,
-        lr_scaling="linear", warmup_epochs=10, temperature=0.1, augment="imagenet",
+        backbone="resnet50",
+        image_size=224,
+        per_device_batch_size=256,
+        epochs=100,
+        learning_rate=0.3,
+        lr_scaling="linear",
+        warmup_epochs=10,
+        temperature=0.1,
+        augment="imagenet",
     ),
 }
 
@@ -35,15 +56,26 @@ PRESETS: dict[str, dict] = {
 class PretrainArguments:
     """Everything a pretraining run needs; `None` fields are filled from the preset."""
 
-    dataset: str | None = field(default=None, metadata={"help": "Hub dataset id, image folder or parquet/arrow "
-                                "file(s); default: the embedded Fashion-MNIST subset"})
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub dataset id, image folder or parquet/arrow file(s); default: the embedded Fashion-MNIST subset"
+        },
+    )
     dataset_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub dataset"})
     train_split: str = field(default="train", metadata={"help": "split to pretrain on"})
-    eval_split: str | None = field(default=None, metadata={"help": "labelled held-out split for the kNN monitor "
-                                   "(default: 'test' when the dataset has one)"})
+    eval_split: str | None = field(
+        default=None,
+        metadata={"help": "labelled held-out split for the kNN monitor (default: 'test' when the dataset has one)"},
+    )
     image_column: str = field(default="image", metadata={"help": "column holding the images"})
-    label_column: str | None = field(default=None, metadata={"help": "label column for the kNN monitor "
-                                     "(default: the first ClassLabel column); labels are never used for training"})
+    label_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "label column for the kNN monitor "
+            "(default: the first ClassLabel column); labels are never used for training"
+        },
+    )
     streaming: bool = field(default=False, metadata={"help": "stream the dataset instead of downloading it"})
     preset: str = field(default="demo", metadata={"help": "recipe for unset arguments: " + ", ".join(PRESETS)})
     backbone: str | None = field(default=None, metadata={"help": "timm model name of the encoder"})
@@ -57,26 +89,31 @@ class PretrainArguments:
     epochs: int | None = field(default=None, metadata={"help": "passes over the training data"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many steps (overrides epochs)"})
     learning_rate: float | None = field(default=None, metadata={"help": "base learning rate before scaling"})
-    lr_scaling: str | None = field(default=None, metadata={"help": "linear: lr x B/256, sqrt: lr x sqrt(B), none; "
-                                   "B is the global batch size"})
+    lr_scaling: str | None = field(
+        default=None, metadata={"help": "linear: lr x B/256, sqrt: lr x sqrt(B), none; B is the global batch size"}
+    )
     warmup_epochs: float | None = field(default=None, metadata={"help": "linear warm-up length in epochs"})
     weight_decay: float = field(default=1e-6, metadata={"help": "LARS weight decay (not on biases and BN)"})
     output_dir: str = field(default="outputs/simclr", metadata={"help": "where the model, logs and checkpoints go"})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "start afresh in an output_dir that holds "
-                                       "another run"})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "start afresh in an output_dir that holds another run"}
+    )
     seed: int = field(default=42, metadata={"help": "seed of initialisation, data order and augmentations"})
-    checkpointing_steps: int | None = field(default=None, metadata={"help": "save a checkpoint every N steps "
-                                            "(always at the end)"})
+    checkpointing_steps: int | None = field(
+        default=None, metadata={"help": "save a checkpoint every N steps (always at the end)"}
+    )
     checkpoints_total_limit: int = field(default=2, metadata={"help": "keep this many checkpoints"})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "checkpoint folder or 'latest'"})
     report_to: str = field(default="none", metadata={"help": "tensorboard, wandb or none"})
     log_every: int = field(default=10, metadata={"help": "log scalars every N steps"})
     eval_every: int = field(default=5, metadata={"help": "kNN monitor every N epochs (0: only at the end)"})
-    num_workers: int | None = field(default=None, metadata={"help": "DataLoader workers per process "
-                                    "(default: the cores available to each process)"})
+    num_workers: int | None = field(
+        default=None, metadata={"help": "DataLoader workers per process (default: the cores available to each process)"}
+    )
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
-    grad_cache_chunk: int | None = field(default=None, metadata={"help": "gradient caching: back-propagate in "
-                                         "chunks of K images to fit large batches"})
+    grad_cache_chunk: int | None = field(
+        default=None, metadata={"help": "gradient caching: back-propagate in chunks of K images to fit large batches"}
+    )
     timm_export: bool = field(default=False, metadata={"help": "also write a timm-native encoder export"})
     push_to_hub: bool = field(default=False, metadata={"help": "upload the model to the Hub when done"})
     hub_model_id: str | None = field(default=None, metadata={"help": "org/name of the Hub repository"})
@@ -95,8 +132,16 @@ class PretrainArguments:
         return args
 
     def validate(self) -> None:
-        positive = ("image_size", "per_device_batch_size", "epochs", "max_steps", "log_every", "checkpointing_steps",
-                    "checkpoints_total_limit", "grad_cache_chunk")
+        positive = (
+            "image_size",
+            "per_device_batch_size",
+            "epochs",
+            "max_steps",
+            "log_every",
+            "checkpointing_steps",
+            "checkpoints_total_limit",
+            "grad_cache_chunk",
+        )
         for name in positive:
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -149,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
         if f.type in ("bool",):
             parser.add_argument(f"--{f.name}", action="store_true", **kwargs)
             continue
-        base = f.type.split(" |")[0]
-        parser.add_argument(f"--{f.name}", type={"int": int, "float": float}.get(base, str), default=f.default, **kwargs)
+        value_type = {"int": int, "float": float}.get(f.type.split(" |")[0], str)
+        parser.add_argument(f"--{f.name}", type=value_type, default=f.default, **kwargs)
     return parser
 
 

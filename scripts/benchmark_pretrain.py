@@ -43,10 +43,29 @@ def _ceiling(args: argparse.Namespace, compile: bool, grad_cache_chunk: int | No
 
 def _real(args: argparse.Namespace, images: Path, compile: bool, grad_cache_chunk: int | None, out: Path) -> dict:
     command = [
-        sys.executable, str(PRETRAIN), "--dataset", str(images), "--preset", "imagenet", "--backbone", args.backbone,
-        "--image_size", str(args.image_size), "--per_device_batch_size", str(args.batch_size),
-        "--max_steps", str(args.warmup_steps + args.steps), "--log_every", str(args.log_every), "--eval_every", "0",
-        "--output_dir", str(out), "--overwrite_output_dir", "--seed", "0",
+        sys.executable,
+        str(PRETRAIN),
+        "--dataset",
+        str(images),
+        "--preset",
+        "imagenet",
+        "--backbone",
+        args.backbone,
+        "--image_size",
+        str(args.image_size),
+        "--per_device_batch_size",
+        str(args.batch_size),
+        "--max_steps",
+        str(args.warmup_steps + args.steps),
+        "--log_every",
+        str(args.log_every),
+        "--eval_every",
+        "0",
+        "--output_dir",
+        str(out),
+        "--overwrite_output_dir",
+        "--seed",
+        "0",
     ]
     if args.num_workers is not None:
         command += ["--num_workers", str(args.num_workers)]
@@ -62,8 +81,10 @@ def _real(args: argparse.Namespace, images: Path, compile: bool, grad_cache_chun
     rows = [r for r in rows if "views_per_s" in r and r["step"] > args.warmup_steps]  # steady state only
     if not rows:
         raise RuntimeError("no log row after the warm-up steps: raise --steps or lower --log_every")
-    return {"views_per_s": statistics.median(r["views_per_s"] for r in rows),
-            "peak_memory_mb": max(r["peak_memory_mb"] for r in rows)}
+    return {
+        "views_per_s": statistics.median(r["views_per_s"] for r in rows),
+        "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
+    }
 
 
 def benchmark(args: argparse.Namespace) -> list[dict]:
@@ -78,14 +99,23 @@ def benchmark(args: argparse.Namespace) -> list[dict]:
             for chunk in chunks:
                 ceiling = _ceiling(args, compile, chunk)
                 real = _real(args, images, compile, chunk, Path(tmp) / "run")
-                rows.append({"compile": compile, "grad_cache_chunk": chunk, "ceiling": ceiling, "real": real,
-                             "ratio": real["views_per_s"] / ceiling["views_per_s"]})
+                rows.append(
+                    {
+                        "compile": compile,
+                        "grad_cache_chunk": chunk,
+                        "ceiling": ceiling,
+                        "real": real,
+                        "ratio": real["views_per_s"] / ceiling["views_per_s"],
+                    }
+                )
                 _print_row(rows[-1])
     return rows
 
 
-HEADER = (f"| {'compile':7} | {'grad cache':10} | {'(a) ceiling views/s':19} | {'(b) real views/s':16} | "
-          f"{'(b)/(a)':7} | {'(a) peak MB':11} | {'(b) peak MB':11} |")
+HEADER = (
+    f"| {'compile':7} | {'grad cache':10} | {'(a) ceiling views/s':19} | {'(b) real views/s':16} | "
+    f"{'(b)/(a)':7} | {'(a) peak MB':11} | {'(b) peak MB':11} |"
+)
 
 
 def _print_row(row: dict) -> None:
@@ -131,14 +161,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-    print(f"{args.backbone} @ {args.image_size}px, {args.batch_size} images ({2 * args.batch_size} views) per step, "
-          f"{args.mixed_precision} precision, {args.steps} timed steps after {args.warmup_steps}, on {device}")
+    print(
+        f"{args.backbone} @ {args.image_size}px, {args.batch_size} images ({2 * args.batch_size} views) per step, "
+        f"{args.mixed_precision} precision, {args.steps} timed steps after {args.warmup_steps}, on {device}"
+    )
     print(HEADER)
     print("|" + "|".join("-" * (len(c)) for c in HEADER.split("|")[1:-1]) + "|")
     rows = benchmark(args)
     if args.output_json:
-        args.output_json.write_text(json.dumps({"args": vars(args) | {"output_json": str(args.output_json)},
-                                                "device": device, "rows": rows}, indent=2) + "\n")
+        args.output_json.write_text(
+            json.dumps(
+                {"args": vars(args) | {"output_json": str(args.output_json)}, "device": device, "rows": rows}, indent=2
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_server import hub_client, hub_server  # noqa: F401 - local Hub fixtures
 
 import hf_simclr  # noqa: F401 - registers the Auto classes
-from hub_server import hub_client, hub_server  # noqa: F401 - local Hub fixtures
 from hf_simclr import SimCLRConfig, SimCLRModel
 from hf_simclr.export import save_model
 

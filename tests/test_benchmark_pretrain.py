@@ -14,10 +14,31 @@ SCRIPT = str(REPO_ROOT / "scripts" / "benchmark_pretrain.py")
 def test_benchmark_prints_real_over_ceiling(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, SCRIPT, "--backbone", "test_resnet", "--image_size", "32", "--batch_size", "8", "--steps",
-         "2", "--warmup_steps", "1", "--log_every", "1", "--num_images", "16", "--num_workers", "1",
-         "--output_json", str(out)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            SCRIPT,
+            "--backbone",
+            "test_resnet",
+            "--image_size",
+            "32",
+            "--batch_size",
+            "8",
+            "--steps",
+            "2",
+            "--warmup_steps",
+            "1",
+            "--log_every",
+            "1",
+            "--num_images",
+            "16",
+            "--num_workers",
+            "1",
+            "--output_json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(b)/(a)" in result.stdout
@@ -30,7 +51,8 @@ def test_benchmark_prints_real_over_ceiling(tmp_path):
 
 
 def test_bad_arguments_exit_2():
-    result = subprocess.run([sys.executable, SCRIPT, "--batch_size", "8", "--grad_cache_chunk", "3"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, SCRIPT, "--batch_size", "8", "--grad_cache_chunk", "3"], capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: --grad_cache_chunk must divide --batch_size"

@@ -21,8 +21,22 @@ from hf_simclr.train import EpochBatchSampler, pretrain
 from hf_simclr.train_args import parse_args
 
 PRETRAIN = str(REPO_ROOT / "scripts" / "pretrain.py")
-TINY = ["--backbone", "test_resnet", "--image_size", "32", "--projection_hidden_dim", "64", "--projection_dim", "32",
-        "--per_device_batch_size", "16", "--num_workers", "0", "--log_every", "1"]
+TINY = [
+    "--backbone",
+    "test_resnet",
+    "--image_size",
+    "32",
+    "--projection_hidden_dim",
+    "64",
+    "--projection_dim",
+    "32",
+    "--per_device_batch_size",
+    "16",
+    "--num_workers",
+    "0",
+    "--log_every",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +57,22 @@ def _run(args: list[str], *, processes: int = 1, check: bool = True, **kwargs) -
     if processes == 1:
         command = [sys.executable, PRETRAIN, *args]
     else:
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
-                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", PRETRAIN, *args]
+        command = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--cpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            PRETRAIN,
+            *args,
+        ]
     result = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"pretrain failed ({result.returncode}):\n{result.stderr[-4000:]}")
@@ -70,11 +98,29 @@ def test_batches_are_disjoint_across_processes_and_resumable():
 
 def test_pretrain_cli_writes_a_loadable_model(small_dataset, tmp_path):
     out = tmp_path / "run"
-    _run([*TINY, *_data_args(small_dataset), "--max_steps", "3", "--output_dir", str(out), "--timm_export",
-          "--report_to", "tensorboard"])
+    _run(
+        [
+            *TINY,
+            *_data_args(small_dataset),
+            "--max_steps",
+            "3",
+            "--output_dir",
+            str(out),
+            "--timm_export",
+            "--report_to",
+            "tensorboard",
+        ]
+    )
     assert list(out.rglob("events.out.tfevents.*")), "no tensorboard scalars"
-    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md", "train_log.jsonl",
-                 "results.json", "modeling_simclr.py"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "preprocessor_config.json",
+        "README.md",
+        "train_log.jsonl",
+        "results.json",
+        "modeling_simclr.py",
+    ):
         assert (out / name).is_file(), name
     assert (out / "timm" / "model.safetensors").is_file()
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_00000003"]
@@ -95,11 +141,27 @@ def test_two_process_run_killed_after_a_checkpoint_resumes_bitwise(small_dataset
     _run([*args, "--output_dir", str(reference)], processes=2)
 
     interrupted = tmp_path / "interrupted"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines",
-               "1", "--mixed_precision", "no", "--dynamo_backend", "no", PRETRAIN, *args, "--output_dir",
-               str(interrupted)]
-    proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        PRETRAIN,
+        *args,
+        "--output_dir",
+        str(interrupted),
+    ]
+    proc = subprocess.Popen(
+        command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     checkpoint = interrupted / "checkpoints" / "step_00000004"
     deadline = time.time() + 300
     while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
@@ -121,8 +183,23 @@ def test_two_process_run_killed_after_a_checkpoint_resumes_bitwise(small_dataset
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(small_dataset, tmp_path):
     out = tmp_path / "run"
-    result = _run([*TINY, *_data_args(small_dataset), "--max_steps", "8", "--checkpointing_steps", "1",
-                   "--learning_rate", "1e30", "--warmup_epochs", "0", "--output_dir", str(out)], check=False)
+    result = _run(
+        [
+            *TINY,
+            *_data_args(small_dataset),
+            "--max_steps",
+            "8",
+            "--checkpointing_steps",
+            "1",
+            "--learning_rate",
+            "1e30",
+            "--warmup_epochs",
+            "0",
+            "--output_dir",
+            str(out),
+        ],
+        check=False,
+    )
     assert result.returncode != 0
     assert "non-finite at step" in result.stderr
     kept = sorted(p.name for p in (out / "checkpoints").iterdir())
