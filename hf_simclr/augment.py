@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import Box, decode_crops
+from .decode import Box, decode_crops
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .augment import IMAGENET_MEAN, IMAGENET_STD
-from .data import decode_image
+from .decode import decode_image
 
 logger = logging.getLogger(__name__)
 

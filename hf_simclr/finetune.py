@@ -23,7 +23,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForImageClassification
 
-from .data import decode_image
+from .decode import decode_image
 from .evaluate import ImageProcessorCollate, class_balanced_split
 from .export import build_image_processor, save_model
 from .linear_eval import dataset_names, load_labelled_split

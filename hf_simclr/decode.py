@@ -1,0 +1,100 @@
+"""Robust decoding of one image sample to RGB: any PIL mode, EXIF orientation, reduced-size JPEG decoding.
+
+Kept apart from :mod:`hf_simclr.data` so that the augmentations run where the ``datasets`` package is not installed.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+Box = tuple[float, float, float, float]  # left, top, width, height
+
+
+def open_image(value: Any) -> Image.Image:
+    """Open (lazily, without decoding pixels) a PIL image, a ``datasets`` Image dict, bytes, a path or an array."""
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return Image.open(io.BytesIO(value["bytes"]))
+        value = value.get("path")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return Image.open(io.BytesIO(value))
+    if isinstance(value, (str, os.PathLike)):
+        if "://" in str(value):  # remote file of a streamed dataset: let `datasets` resolve it
+            import datasets
+
+            return datasets.Image().decode_example({"path": str(value), "bytes": None})
+        return Image.open(io.BytesIO(Path(value).read_bytes()))  # read now: no file handle left open in a worker
+    if isinstance(value, np.ndarray):
+        return Image.fromarray(value)
+    raise TypeError(f"cannot read an image from {type(value).__name__}")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB: alpha composited on white (as transformers), 16-bit and float rescaled."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        pixels = np.asarray(image, dtype=np.float32)
+        peak = float(pixels.max()) if pixels.size else 0.0
+        if image.mode.startswith("I;16") or (image.mode == "I" and peak > 255):
+            pixels = pixels * (255.0 / 65535.0)
+        elif image.mode == "F" and peak <= 1.0:
+            pixels = pixels * 255.0
+        return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block must not cost the pixels
+        return 1
+    return orientation if orientation in range(2, 9) else 1
+
+
+def decode_crops(value: Any, size: int, make_boxes: Callable[[int, int], list[Box]]) -> list[Image.Image]:
+    """Decode an image once and return one ``size`` x ``size`` RGB resize per crop box.
+
+    ``make_boxes(width, height)`` gets the upright (EXIF-oriented) size before any pixel is decoded, so JPEGs can be
+    decoded at 1/2, 1/4 or 1/8 scale (PIL draft mode) whenever every crop keeps at least ``size`` pixels per side.
+    """
+    image = open_image(value)
+    orientation = _exif_orientation(image)
+    width, height = image.size
+    upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    boxes = make_boxes(*upright)
+    reduction = min(min(w, h) for _, _, w, h in boxes) / size
+    if reduction >= 2:
+        image.draft(None, (math.ceil(width / reduction), math.ceil(height / reduction)))  # no-op unless JPEG
+    image.load()
+    if orientation != 1:
+        image = ImageOps.exif_transpose(image)
+    image = to_rgb(image)
+    sx, sy = image.width / upright[0], image.height / upright[1]
+    return [
+        image.resize(
+            (size, size), Image.Resampling.BILINEAR, box=(x * sx, y * sy, (x + w) * sx, (y + h) * sy), reducing_gap=3.0
+        )  # fmt: skip
+        for x, y, w, h in boxes
+    ]
+
+
+def decode_image(value: Any) -> Image.Image:
+    """Fully decode one sample to an upright RGB PIL image (raises on unreadable data)."""
+    image = open_image(value)
+    image.load()
+    return to_rgb(ImageOps.exif_transpose(image) if _exif_orientation(image) != 1 else image)
