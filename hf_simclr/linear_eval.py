@@ -16,7 +16,7 @@ from typing import Any
 import datasets
 import torch
 from torch import nn
-from transformers import AutoImageProcessor, AutoModel
+from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from .data import find_label_column, load_image_dataset
 from .evaluate import extract_features, knn_accuracy, linear_probe
@@ -79,10 +79,17 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def load_encoder(model_id: str) -> tuple[nn.Module, Any]:
-    """Any ``AutoModel`` image backbone and its image processor (a SimCLR folder without one gets the default)."""
+def load_encoder(model_id: str, random_init: bool = False, seed: int = 0) -> tuple[nn.Module, Any]:
+    """Any ``AutoModel`` image backbone and its image processor (a SimCLR folder without one gets the default).
+
+    With ``random_init``, the same architecture with freshly initialised weights: the baseline to beat.
+    """
     try:
-        model = AutoModel.from_pretrained(model_id)
+        if random_init:
+            torch.manual_seed(seed)
+            model = AutoModel.from_config(AutoConfig.from_pretrained(model_id))
+        else:
+            model = AutoModel.from_pretrained(model_id)
     except OSError as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
@@ -127,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0, help="seed of the validation split, the classifier and the plots")
     add("--no_plots", action="store_true", help="skip the t-SNE and training-curve plots")
     add("--max_plot_points", type=int, default=2000, help="test images in the t-SNE plot")
+    add("--random_init", action="store_true", help="evaluate the model's architecture at random initialisation "
+        "instead of its weights: the baseline pretraining must beat")  # fmt: skip
     return parser
 
 
@@ -140,8 +149,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0 < args.val_fraction < 1:
         raise ValueError(f"--val_fraction must be between 0 and 1 (exclusive), got {args.val_fraction}")
     if args.output_dir is None:
-        local = Path(args.model).is_dir()
-        args.output_dir = args.model if local else str(Path("linear_eval") / args.model.replace("/", "--"))
+        local = Path(args.model).is_dir() and not args.random_init  # a baseline must not overwrite the model's card
+        suffix = "-random-init" if args.random_init else ""
+        name = Path(args.model.rstrip("/")).name if Path(args.model).is_dir() else args.model.replace("/", "--")
+        args.output_dir = args.model if local else str(Path("linear_eval") / f"{name}{suffix}")
     if Path(args.output_dir).is_file():
         raise ValueError(f"--output_dir {args.output_dir} is a file; choose a folder")
     return args
@@ -158,7 +169,7 @@ def linear_eval(args: argparse.Namespace) -> dict[str, Any]:
         for split in (args.train_split, args.test_split)
     }
     (train_ds, class_names), (test_ds, _) = splits[args.train_split], splits[args.test_split]
-    model, processor = load_encoder(args.model)
+    model, processor = load_encoder(args.model, random_init=args.random_init, seed=args.seed)
     device = default_device()
     features = {}
     for name, ds in ((args.train_split, train_ds), (args.test_split, test_ds)):
@@ -181,6 +192,7 @@ def linear_eval(args: argparse.Namespace) -> dict[str, Any]:
     dataset_name, dataset_id = dataset_names(args.dataset)
     details = {
         "model": args.model,
+        "random_init": args.random_init,
         "train_split": args.train_split,
         "num_train": len(train_y),
         "num_test": len(test_y),

@@ -16,13 +16,13 @@ import torch
 from conftest import REPO_ROOT, tiny_config
 from huggingface_hub import ModelCard
 from PIL import Image
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, ResNetConfig, ResNetModel
+from transformers import AutoImageProcessor, AutoModel, ResNetConfig, ResNetModel
 
 from hf_simclr import SimCLRModel
 from hf_simclr.cli import run_cli
 from hf_simclr.data import load_default_splits
 from hf_simclr.evaluate import class_balanced_split, extract_features, knn_accuracy, knn_classify, linear_probe
-from hf_simclr.export import build_image_processor, export_timm_encoder, save_model
+from hf_simclr.export import build_image_processor, export_timm_encoder
 from hf_simclr.linear_eval import linear_eval, parse_args
 from hf_simclr.plots import plot_training_curves, read_train_log
 from hf_simclr.results import update_model_card, write_eval_results
@@ -274,11 +274,12 @@ def test_pretrained_encoder_beats_random_init_on_knn_and_linear_accuracy(tmp_pat
         "--projection_dim", "32", "--per_device_batch_size", "128", "--epochs", "8", "--warmup_epochs", "0",
         "--num_workers", "0", "--eval_every", "0", "--output_dir", str(tmp_path / "pretrained"),
     ]))  # fmt: skip
-    torch.manual_seed(0)
-    save_model(SimCLRModel(AutoConfig.from_pretrained(tmp_path / "pretrained")).eval(), tmp_path / "random")
+    model = str(tmp_path / "pretrained")
     options = ["--dataset", str(data), "--epochs", "50", "--num_workers", "0", "--no_plots"]
     accuracy = {
-        name: linear_eval(parse_args(["--model", str(tmp_path / name), *options])) for name in ("pretrained", "random")
-    }
+        "pretrained": linear_eval(parse_args(["--model", model, *options])),
+        "random": linear_eval(parse_args(["--model", model, "--random_init", *options,
+                                          "--output_dir", str(tmp_path / "random")])),
+    }  # fmt: skip
     for metric in ("knn_top1_k20", "knn_top1_k200", "linear_top1"):
         assert accuracy["pretrained"][metric] > accuracy["random"][metric] + 0.02, (metric, accuracy)
