@@ -56,6 +56,8 @@ def _load_source(source: Any, split: str, streaming: bool, load_kwargs: dict[str
         if split not in source:
             raise ValueError(f"split {split!r} not found; available splits: {', '.join(source)}")
         source = source[split]
+    elif isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
+        _check_single_split(source, split, getattr(source, "split", None))
     if isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
         return source.to_iterable_dataset() if streaming and isinstance(source, datasets.Dataset) else source
 
@@ -75,10 +77,23 @@ def _load_source(source: Any, split: str, streaming: bool, load_kwargs: dict[str
         builder = {".parquet": "parquet", ".arrow": "arrow"}.get(suffix)
         if builder is None:
             raise ValueError(f"unsupported data file {files[0]!r}: pass .parquet or .arrow files, a folder or a Hub id")
+        _check_single_split(files if len(files) > 1 else files[0], split, None)
         return datasets.load_dataset(
-            builder, data_files={split: files}, split=split, streaming=streaming, **load_kwargs
+            builder, data_files={"train": files}, split="train", streaming=streaming, **load_kwargs
         )
     return datasets.load_dataset(str(source), split=split, streaming=streaming, **load_kwargs)
+
+
+def _check_single_split(source: Any, split: str, own_split: Any) -> None:
+    """A source of one split serves "train" (the default) and its own split name; anything else would silently
+    hand the training images back as, say, the test split."""
+    if split == "train" or (own_split is not None and str(own_split) == split):
+        return
+    name = source if isinstance(source, (str, os.PathLike, list)) else type(source).__name__
+    raise ValueError(
+        f"{name} holds a single split, not {split!r}: pass a folder or Hub dataset that has a {split!r} split "
+        "(e.g. train.parquet and test.parquet in one folder)"
+    )
 
 
 def _features(dataset: AnyDataset) -> datasets.Features | None:

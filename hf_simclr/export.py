@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import tempfile
@@ -78,7 +79,10 @@ def export_timm_encoder(model: SimCLRPreTrainedModel, output_dir: str | Path) ->
         "std": tuple(config.image_std),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        save_for_hf(model.encoder, tmp, safe_serialization=True, data_config=data_config)
+        # timm < 1.0.31 takes no data_config (the pretrained_cfg is patched below either way); model_args records
+        # the factory arguments that older versions do not track themselves
+        extra = {"data_config": data_config} if "data_config" in inspect.signature(save_for_hf).parameters else {}
+        save_for_hf(model.encoder, tmp, safe_serialization=True, model_args=dict(config.backbone_kwargs), **extra)
         config_path = Path(tmp) / "config.json"
         timm_config = json.loads(config_path.read_text())
         # TimmWrapperModel passes num_classes itself and fails on a second copy in model_args.

@@ -27,6 +27,7 @@ from .decode import decode_image
 from .evaluate import ImageProcessorCollate, class_balanced_split
 from .export import build_image_processor, save_model
 from .linear_eval import dataset_names, load_labelled_split
+from .optim import build_schedule, scaled_learning_rate
 
 FINETUNE_LOG = "finetune_log.jsonl"
 
@@ -168,14 +169,13 @@ def finetune(args: argparse.Namespace) -> dict[str, float]:
         collate_fn=ImageProcessorCollate(build_image_processor(config), *columns),
     )  # fmt: skip
     global_batch = args.per_device_batch_size * accelerator.num_processes
-    lr = args.learning_rate or (0.1 if args.freeze_encoder else 0.05) * global_batch / 256
+    lr = args.learning_rate or scaled_learning_rate(0.1 if args.freeze_encoder else 0.05, global_batch, "linear")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
     total_steps = args.epochs * math.ceil(len(train_ds) / global_batch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total_steps)))
-    model, optimizer, train_loader, test_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, test_loader, scheduler
-    )
+    # not prepared: Accelerate's wrapper would step it once per process per optimizer step
+    scheduler = build_schedule(optimizer, 0, total_steps)
+    model, optimizer, train_loader, test_loader = accelerator.prepare(model, optimizer, train_loader, test_loader)
 
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,8 @@
 
 The parameter gradients equal those of the unchunked step for encoders whose forward treats samples
 independently. BatchNorm does not: its batch statistics are then those of each chunk of K images, and its
-running statistics are updated twice per chunk (once per pass).
+running statistics are updated twice per chunk (once per pass). Random state (dropout, drop-path) is replayed, so
+both passes of a chunk draw the same masks.
 """
 
 from __future__ import annotations
@@ -18,10 +19,21 @@ from accelerate import Accelerator
 from torch import nn
 
 
-def _loss_fn(model: nn.Module) -> nn.Module:
-    inner = getattr(model, "module", model)  # DDP
-    inner = getattr(inner, "_orig_mod", inner)  # torch.compile
-    return inner.loss_fn
+class _RandomState:
+    """The CPU and CUDA generators' state before a chunk's first pass, replayed for its second (same dropout)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    @contextlib.contextmanager
+    def replay(self):
+        with torch.random.fork_rng(devices=[self.device] if self.cuda is not None else []):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state(self.cuda, self.device)
+            yield
 
 
 def grad_cache_step(
@@ -34,17 +46,21 @@ def grad_cache_step(
     n = view_1.shape[0]
     views = torch.cat([view_1, view_2])
     chunks = views.split(chunk_size)
+    states, projections = [], []
     with torch.no_grad():
-        projections = torch.cat([model(pixel_values=chunk).projections for chunk in chunks])
+        for chunk in chunks:
+            states.append(_RandomState(chunk.device))
+            projections.append(model(pixel_values=chunk).projections)
+    projections = torch.cat(projections)
     # the loss sees float32 at least, as in the unchunked step under autocast
     dtype = torch.promote_types(projections.dtype, torch.float32)
     projections = projections.to(dtype).detach().requires_grad_()
-    loss = _loss_fn(model)(projections[:n], projections[n:])
+    loss = accelerator.unwrap_model(model).loss_fn(projections[:n], projections[n:])
     (projection_grad,) = torch.autograd.grad(loss, projections)
-    for i, (chunk, grad) in enumerate(zip(chunks, projection_grad.split(chunk_size), strict=True)):
+    for i, (chunk, grad, state) in enumerate(zip(chunks, projection_grad.split(chunk_size), states, strict=True)):
         # all-reduce the parameter gradients once, after the last chunk
         sync = contextlib.nullcontext() if i == len(chunks) - 1 else accelerator.no_sync(model)
-        with sync:
+        with sync, state.replay():
             chunk_projections = model(pixel_values=chunk).projections
             accelerator.backward((chunk_projections.to(dtype) * grad).sum())
     return loss.detach()

@@ -213,7 +213,7 @@ def linear_eval(args: argparse.Namespace) -> dict[str, Any]:
             title=f"t-SNE of {dataset_name} ({args.test_split}) features",
         )  # fmt: skip
         log = Path(args.model) / TRAIN_LOG
-        if log.is_file():
+        if log.is_file() and not args.random_init:  # the baseline never trained
             plot_training_curves(log, output_dir / "training_curves.png")
     print(f"results, card and plots in {output_dir}")
     return metrics

@@ -27,15 +27,18 @@ def scaled_learning_rate(base_lr: float, global_batch_size: int, scaling: str) -
 def lars_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: weights (decayed and layer-adapted) and biases + normalisation parameters (neither).
 
-    timm's LARS adapts the learning rate only in groups with non-zero weight decay (`always_adapt=False`), so
-    the second group is excluded from both, as in the paper.
+    The first group is always layer-adapted, the second never (timm's `always_adapt`), as in the paper.
     """
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
             # 1-d parameters are exactly the biases and BatchNorm scales/shifts
             (no_decay if param.ndim <= 1 else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # always_adapt: the weights keep layer adaptation even with --weight_decay 0
+    return [
+        {"params": decay, "weight_decay": weight_decay, "always_adapt": True},
+        {"params": no_decay, "weight_decay": 0.0, "always_adapt": False},
+    ]
 
 
 def build_lars(model: nn.Module, lr: float, weight_decay: float = 1e-6, momentum: float = 0.9) -> Optimizer:

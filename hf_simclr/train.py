@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from timm.layers import convert_sync_batchnorm
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
@@ -42,8 +44,12 @@ class TwoViewDataset(Dataset):
     """Two random views of each image whose crops depend only on (seed, epoch, index).
 
     The same sample gets the same views whatever the number of workers or processes, and a resumed run sees
-    exactly the views the interrupted one would have.
+    exactly the views the interrupted one would have. An unreadable image is replaced by another one drawn from the
+    same seed, so every batch keeps its size (a contrastive batch must match across processes and chunks);
+    `num_failed` counts the replacements.
     """
+
+    max_replacements = 16
 
     def __init__(self, dataset: Any, transform: TwoViewTransform, seed: int) -> None:
         self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
@@ -55,14 +61,27 @@ class TwoViewDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        value = self.dataset[index][self.transform.image_column]
-        rng = random.Random(f"{self.seed}-{self.epoch}-{index}")
-        try:
-            view_1, view_2 = self.transform.process(value, rng)
-        except Exception as error:  # an unreadable file is dropped by collate_views and counted, never fatal
-            logger.debug("skipping image %d (%s: %s)", index, type(error).__name__, error)
-            view_1 = view_2 = None
-        return {"pixel_values": view_1, "pixel_values_2": view_2}
+        key = f"{self.seed}-{self.epoch}-{index}"
+        rng = random.Random(key)
+        sample = index
+        for failed in range(self.max_replacements + 1):
+            try:
+                view_1, view_2 = self.transform.process(self.dataset[sample][self.transform.image_column], rng)
+                return {"pixel_values": view_1, "pixel_values_2": view_2, "num_failed": failed}
+            except Exception as error:  # a corrupt file must not stop a DataLoader worker
+                logger.debug("unreadable image %d (%s: %s)", sample, type(error).__name__, error)
+                sample = random.Random(f"{key}-{failed}").randrange(len(self.dataset))
+        raise RuntimeError(
+            f"{self.max_replacements + 1} images in a row could not be decoded: most of the dataset is unreadable; "
+            "check --dataset and --image_column"
+        )
+
+
+def collate_two_views(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """`collate_views`, with `num_skipped` counting the unreadable images `TwoViewDataset` replaced."""
+    batch = collate_views(samples)
+    batch["num_skipped"] = batch["num_skipped"] + sum(s.get("num_failed", 0) for s in samples)
+    return batch
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -104,37 +123,40 @@ def _num_workers(args: PretrainArguments, num_processes: int) -> int:
     return max(1, min(16, cores // num_processes))
 
 
-def _loader_kwargs(workers: int, device: torch.device) -> dict:
-    kwargs = {"num_workers": workers, "pin_memory": device.type == "cuda", "collate_fn": collate_views}
+def _loader_kwargs(workers: int, device: torch.device, collate: Any = collate_views) -> dict:
+    kwargs = {"num_workers": workers, "pin_memory": device.type == "cuda", "collate_fn": collate}
     if workers:
         kwargs.update(prefetch_factor=4)
     return kwargs
 
 
-def _monitor_data(args: PretrainArguments, train_data: Any) -> tuple[Any, Any] | None:
-    """Labelled (memory bank, held-out) splits for the kNN monitor, or None where the data has no labels."""
+def _monitor_data(args: PretrainArguments, train_data: Any, seed: int) -> tuple[Any, Any] | str:
+    """Labelled (memory bank, held-out) splits for the kNN monitor, or the reason there is none."""
     if args.streaming:
-        return None
-    if args.dataset is not None and Path(args.dataset).is_file():
-        # a single file is one split: its "test" split would be the training images themselves
-        return None
+        return "the dataset is streamed"
     labels = find_label_column(train_data, args.label_column)
     if labels is None:
-        return None
-    split = args.eval_split or "test"
-    try:
-        held_out = load_image_dataset(
-            args.dataset, split=split, image_column=args.image_column, check=0, **_load_kwargs(args)
-        )
-    except (ValueError, KeyError) as error:
-        if args.eval_split:
-            raise ValueError(f"--eval_split {split}: {error}") from error
-        return None
+        return "the training data has no ClassLabel column (see --label_column)"
     column = labels[0]
-    bank = train_data.select(range(min(len(train_data), 50_000)))  # enough neighbours for a stable monitor
-    return bank.rename_column(column, "label") if column != "label" else bank, (
-        held_out.rename_column(column, "label") if column != "label" else held_out
-    )
+    held_out = None
+    for split in [args.eval_split] if args.eval_split else ["validation", "test"]:
+        try:
+            held_out = load_image_dataset(
+                args.dataset, split=split, image_column=args.image_column, check=0, **_load_kwargs(args)
+            )
+            break
+        except (ValueError, KeyError) as error:
+            if args.eval_split:
+                raise ValueError(f"--eval_split {split}: {error}") from error
+    if held_out is None:
+        return "the dataset has no 'validation' or 'test' split (see --eval_split)"
+    if column not in held_out.column_names or min(held_out.select(range(min(1000, len(held_out))))[column]) < 0:
+        return f"the held-out split has no labels in column {column!r}"  # e.g. ImageNet's test split: all -1
+    # a shuffled sample: a class-sorted image folder's first rows would hold only a few classes
+    bank = train_data.shuffle(seed=seed).select(range(min(len(train_data), 50_000)))
+    if column != "label":
+        bank, held_out = bank.rename_column(column, "label"), held_out.rename_column(column, "label")
+    return bank, held_out
 
 
 def _load_kwargs(args: PretrainArguments) -> dict:
@@ -150,12 +172,15 @@ def _knn_monitor(
 ) -> dict[str, float]:
     def features(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
         transformed = data.with_transform(EvalTransform(size=args.image_size, image_column=args.image_column))
-        loader = DataLoader(transformed, batch_size=256, **_loader_kwargs(min(2, _num_workers(args, 1)), device))
-        return extract_features(model, loader, device=device, preprocess=augment.normalize, progress=False)
+        loader = DataLoader(transformed, batch_size=256, **_loader_kwargs(_num_workers(args, 1), device))
+        autocast = torch.bfloat16 if device.type == "cuda" else None
+        return extract_features(
+            model, loader, device=device, preprocess=augment.normalize, autocast_dtype=autocast, progress=False
+        )
 
     bank_features, bank_labels = features(monitor[0])
     test_features, test_labels = features(monitor[1])
-    return knn_accuracy(bank_features, bank_labels, test_features, test_labels)
+    return knn_accuracy(bank_features, bank_labels, test_features, test_labels, device=device)
 
 
 def _log_row(output_dir: Path, row: dict) -> None:
@@ -185,9 +210,10 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
         args.augment, size=args.image_size, image_column=args.image_column, label_column=None, seed=args.seed + rank
     )
     workers = _num_workers(args, world)
+    global_batch = args.per_device_batch_size * world
     if args.streaming:
         if args.max_steps is None:
-            raise ValueError("a streaming dataset has no known length: give --max_steps")
+            raise ValueError("a streamed dataset has no known length: give --max_steps")
         stream = apply_transform(shard_for_process(train_data.shuffle(seed=args.seed), rank, world), crop)
         loader = DataLoader(
             stream,
@@ -196,14 +222,22 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
             **_loader_kwargs(min(workers, stream.num_shards), device),
         )
         sampler = None
-        steps_per_epoch = args.max_steps
+        # an epoch from the split's size where the dataset card records it; else --max_steps spans --epochs epochs,
+        # so that warm-up keeps its share of the run
+        info = getattr(train_data, "info", None)
+        split_info = info.splits.get(args.train_split) if info is not None and info.splits else None
+        num_examples = split_info.num_examples if split_info is not None else 0
+        steps_per_epoch = max(1, num_examples // global_batch if num_examples else args.max_steps // args.epochs)
     else:
         views = TwoViewDataset(train_data, crop, args.seed)
         sampler = EpochBatchSampler(len(views), args.per_device_batch_size, rank, world, args.seed)
-        loader = DataLoader(views, batch_sampler=sampler, **_loader_kwargs(workers, device))
+        loader = DataLoader(views, batch_sampler=sampler, **_loader_kwargs(workers, device, collate_two_views))
         steps_per_epoch = sampler.steps_per_epoch
     total_steps = args.max_steps or args.epochs * steps_per_epoch
-    monitor = _monitor_data(args, train_data) if accelerator.is_main_process else None
+    monitor = _monitor_data(args, train_data, args.seed) if accelerator.is_main_process else None
+    if isinstance(monitor, str):
+        accelerator.print(f"kNN monitor off: {monitor}")
+        monitor = None
 
     config = SimCLRConfig(
         backbone=args.backbone,
@@ -215,15 +249,16 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     )
     model = SimCLRModel(config)
     if world > 1 and device.type != "cpu":
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # global BN: statistics over all processes
+        # global BN: statistics over all processes; timm's converter keeps the activations fused into its BN layers
+        model = convert_sync_batchnorm(model)
     model = model.to(memory_format=torch.channels_last)
-    global_batch = args.per_device_batch_size * world
     lr = scaled_learning_rate(args.learning_rate, global_batch, args.lr_scaling)
     optimizer = build_lars(model, lr=lr, weight_decay=args.weight_decay)
     scheduler = build_schedule(optimizer, min(total_steps, round(args.warmup_epochs * steps_per_epoch)), total_steps)
-    if args.compile:
-        model = torch.compile(model)
     model, optimizer = accelerator.prepare(model, optimizer)
+    if args.compile:
+        # after DDP wrapping, so the compiler can overlap gradient all-reduces with the backward pass
+        model = torch.compile(model)
     augment = SimCLRGPUAugment(
         get_preset(args.augment), mean=config.image_mean, std=config.image_std, compile_ops=args.compile
     ).to(device)
@@ -242,6 +277,7 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
         if state.step == 0:
             for stale in (TRAIN_LOG, "results.json"):
                 (output_dir / stale).unlink(missing_ok=True)
+            shutil.rmtree(checkpoint_root, ignore_errors=True)  # --overwrite_output_dir: the old run's checkpoints
     accelerator.init_trackers("simclr", config={k: v for k, v in asdict(args).items() if v is not None})
 
     accelerator.print(
@@ -273,66 +309,70 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
         _log_row(output_dir, {"step": 0, "epoch": 0.0, **state.random_init})
         accelerator.print("random init: " + ", ".join(f"{k} {v:.4f}" for k, v in state.random_init.items()))
 
-    while state.step < total_steps:
-        epoch, start = divmod(state.step, steps_per_epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch, start)
-            loader.dataset.set_epoch(epoch)
-        model.train()
-        for batch in loader:
-            x1 = batch["pixel_values"].to(device, non_blocking=True)
-            x2 = batch["pixel_values_2"].to(device, non_blocking=True)
-            state.skipped_images += int(batch["num_skipped"])
-            # augmentation parameters depend only on (seed, step, process): resumable and independent per process
-            generator = torch.Generator().manual_seed(args.seed * 1_000_003 + state.step * 1009 + rank)
-            with torch.no_grad():
-                v1, v2 = augment(x1, generator), augment(x2, generator)
-            if args.grad_cache_chunk:
-                loss = grad_cache_step(model, v1, v2, args.grad_cache_chunk, accelerator)
-            else:
-                loss = model(pixel_values=v1, pixel_values_2=v2).loss
-                accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            progress.update(1)
-            loss = loss.detach()
-            loss_sum += loss
-            first_bad_step = torch.where(torch.isfinite(loss) | (first_bad_step >= 0), first_bad_step, state.step)
+    try:
+        while state.step < total_steps:
+            epoch, start = divmod(state.step, steps_per_epoch)
+            if sampler is not None:
+                sampler.set_epoch(epoch, start)
+            loader.dataset.set_epoch(epoch)  # streamed data: a new shuffle of the shards each epoch
+            model.train()
+            for batch in loader:
+                x1 = batch["pixel_values"].to(device, non_blocking=True)
+                x2 = batch["pixel_values_2"].to(device, non_blocking=True)
+                state.skipped_images += int(batch["num_skipped"])
+                # augmentation parameters depend only on (seed, step, process): resumable and independent per process
+                generator = torch.Generator().manual_seed(args.seed * 1_000_003 + state.step * 1009 + rank)
+                with torch.no_grad():
+                    v1, v2 = augment(x1, generator), augment(x2, generator)
+                if args.grad_cache_chunk:
+                    loss = grad_cache_step(model, v1, v2, args.grad_cache_chunk, accelerator)
+                else:
+                    loss = model(pixel_values=v1, pixel_values_2=v2).loss
+                    accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                progress.update(1)
+                loss = loss.detach()
+                loss_sum += loss
+                first_bad_step = torch.where(torch.isfinite(loss) | (first_bad_step >= 0), first_bad_step, state.step)
 
-            if state.step % args.log_every == 0 or state.step == total_steps:
-                check_finite()
-                mean_loss = accelerator.reduce(loss_sum, reduction="mean").item() / (state.step - last_log_step)
-                now = time.perf_counter()
-                views_per_s = 2 * global_batch * (state.step - last_log_step) / (now - last_log_time)
-                metrics = {
-                    "loss": mean_loss,
-                    "lr": scheduler.get_last_lr()[0],
-                    "views_per_s": views_per_s,
-                    "skipped_images": state.skipped_images,
-                    "peak_memory_mb": peak_memory_mb(device),
-                }
-                accelerator.log(metrics, step=state.step)
-                progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{metrics['lr']:.3g}", views_s=f"{views_per_s:.0f}")
-                if accelerator.is_main_process:
-                    _log_row(output_dir, {"step": state.step, "epoch": state.step / steps_per_epoch, **metrics})
-                loss_sum.zero_()
-                last_log_time, last_log_step = now, state.step
-            if args.checkpointing_steps and state.step % args.checkpointing_steps == 0:
-                check_finite()
-                save_checkpoint(accelerator, checkpoint_root, state.step, args.checkpoints_total_limit)
-            end_of_epoch = state.step % steps_per_epoch == 0
-            if end_of_epoch and monitor and args.eval_every and (state.step // steps_per_epoch) % args.eval_every == 0:
-                knn = _knn_monitor(unwrapped(), monitor, args, augment, device)
-                accelerator.log(knn, step=state.step)
-                _log_row(output_dir, {"step": state.step, "epoch": state.step / steps_per_epoch, **knn})
-                progress.write(
-                    f"epoch {state.step // steps_per_epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in knn.items())
-                )
-            if state.step >= total_steps:
-                break
-    progress.close()
+                if state.step % args.log_every == 0 or state.step == total_steps:
+                    check_finite()
+                    mean_loss = accelerator.reduce(loss_sum, reduction="mean").item() / (state.step - last_log_step)
+                    now = time.perf_counter()
+                    views_per_s = 2 * global_batch * (state.step - last_log_step) / (now - last_log_time)
+                    metrics = {
+                        "loss": mean_loss,
+                        "lr": scheduler.get_last_lr()[0],
+                        "views_per_s": views_per_s,
+                        "skipped_images": state.skipped_images,
+                        "peak_memory_mb": peak_memory_mb(device),
+                    }
+                    accelerator.log(metrics, step=state.step)
+                    progress.set_postfix(
+                        loss=f"{mean_loss:.4f}", lr=f"{metrics['lr']:.3g}", views_s=f"{views_per_s:.0f}"
+                    )
+                    if accelerator.is_main_process:
+                        _log_row(output_dir, {"step": state.step, "epoch": state.step / steps_per_epoch, **metrics})
+                    loss_sum.zero_()
+                    last_log_time, last_log_step = now, state.step
+                if args.checkpointing_steps and state.step % args.checkpointing_steps == 0:
+                    check_finite()
+                    save_checkpoint(accelerator, checkpoint_root, state.step, args.checkpoints_total_limit)
+                epoch_done, epoch_rest = divmod(state.step, steps_per_epoch)
+                if monitor and args.eval_every and epoch_rest == 0 and epoch_done % args.eval_every == 0:
+                    knn = _knn_monitor(unwrapped(), monitor, args, augment, device)
+                    accelerator.log(knn, step=state.step)
+                    _log_row(output_dir, {"step": state.step, "epoch": state.step / steps_per_epoch, **knn})
+                    progress.write(
+                        f"epoch {epoch_done}: " + ", ".join(f"{k} {v:.4f}" for k, v in knn.items())
+                    )
+                if state.step >= total_steps:
+                    break
+    finally:
+        progress.close()  # before any error message, which then gets its own line
     check_finite()
     if not args.checkpointing_steps or state.step % args.checkpointing_steps:
         save_checkpoint(accelerator, checkpoint_root, state.step, args.checkpoints_total_limit)

@@ -11,6 +11,8 @@ import timm
 
 from .optim import LR_SCALINGS
 
+SQRT_BASE_LR = 0.075  # lr = 0.075 x sqrt(B), the paper's rule for square-root scaling
+
 # Values a preset fills in for every argument the user did not give.
 PRESETS: dict[str, dict] = {
     # The embedded Fashion-MNIST subset on a laptop CPU: a real run in about ten minutes.
@@ -88,7 +90,10 @@ class PretrainArguments:
     per_device_batch_size: int | None = field(default=None, metadata={"help": "images per process per step"})
     epochs: int | None = field(default=None, metadata={"help": "passes over the training data"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many steps (overrides epochs)"})
-    learning_rate: float | None = field(default=None, metadata={"help": "base learning rate before scaling"})
+    learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "base learning rate before scaling (default: the preset's; 0.075 with --lr_scaling sqrt)"},
+    )
     lr_scaling: str | None = field(
         default=None, metadata={"help": "linear: lr x B/256, sqrt: lr x sqrt(B), none; B is the global batch size"}
     )
@@ -124,6 +129,8 @@ class PretrainArguments:
         if self.preset not in PRESETS:
             raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         values = dataclasses.asdict(self)
+        if values["learning_rate"] is None and values["lr_scaling"] == "sqrt":
+            values["learning_rate"] = SQRT_BASE_LR  # the paper's base for square-root scaling
         for key, value in PRESETS[self.preset].items():
             if values[key] is None:
                 values[key] = value
@@ -157,7 +164,7 @@ class PretrainArguments:
         if self.warmup_epochs is not None and self.warmup_epochs < 0:
             raise ValueError(f"--warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.report_to not in ("none", "tensorboard", "wandb", "all"):
-            raise ValueError(f"--report_to must be tensorboard, wandb or none, got {self.report_to!r}")
+            raise ValueError(f"--report_to must be tensorboard, wandb, all or none, got {self.report_to!r}")
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id org/name")
         if self.grad_cache_chunk and self.per_device_batch_size and self.per_device_batch_size % self.grad_cache_chunk:

@@ -180,3 +180,10 @@ def test_show_augmentations_writes_png(tmp_path, capsys):
     assert show.main(["--num_images", "0", "--output", str(tmp_path / "x.png")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 2 and all(line.startswith("error:") for line in errors)
+
+
+def test_a_single_split_source_never_serves_its_images_as_another_split(tmp_path):
+    load_image_dataset(split="test").select(range(8)).to_parquet(str(tmp_path / "only.parquet"))
+    assert len(load_image_dataset(str(tmp_path / "only.parquet"))) == 8
+    with pytest.raises(ValueError, match="holds a single split, not 'test'"):
+        load_image_dataset(str(tmp_path / "only.parquet"), split="test")

@@ -15,9 +15,10 @@ import torch
 from conftest import REPO_ROOT
 from safetensors.torch import load_file
 
+from hf_simclr.augment import TwoViewTransform
 from hf_simclr.cli import run_cli
 from hf_simclr.data import load_default_splits
-from hf_simclr.train import EpochBatchSampler, pretrain
+from hf_simclr.train import EpochBatchSampler, TwoViewDataset, collate_two_views, pretrain
 from hf_simclr.train_args import parse_args
 
 PRETRAIN = str(REPO_ROOT / "scripts" / "pretrain.py")
@@ -200,8 +201,8 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(small_data
         ],
         check=False,
     )
-    assert result.returncode != 0
-    assert "non-finite at step" in result.stderr
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: the loss became non-finite at step ")
     kept = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert kept and not any(p.startswith(".tmp") for p in kept)
     assert not (out / "model.safetensors").exists()
@@ -256,3 +257,14 @@ def test_help_explains_the_flags():
 def test_default_data_is_the_embedded_subset():
     splits = load_default_splits()
     assert isinstance(splits["train"], datasets.Dataset) and len(splits["train"]) >= 1000
+
+
+def test_unreadable_images_are_replaced_and_counted():
+    good = list(load_default_splits()["train"].select(range(6))["image"])
+    broken = [{"bytes": b"not an image", "path": None}, {"bytes": good[0]["bytes"][:40], "path": None}]
+    views = TwoViewDataset(datasets.Dataset.from_dict({"image": good + broken}), TwoViewTransform(size=16), seed=0)
+    loader = torch.utils.data.DataLoader(views, batch_size=8, collate_fn=collate_two_views)
+    batch = next(iter(loader))
+    assert batch["pixel_values"].shape == batch["pixel_values_2"].shape == (8, 3, 16, 16)  # the batch keeps its size
+    assert int(batch["num_skipped"]) >= 2
+    assert torch.equal(views[3]["pixel_values"], views[3]["pixel_values"])  # same (seed, epoch, index), same views
