@@ -366,9 +366,7 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
                     knn = _knn_monitor(unwrapped(), monitor, args, augment, device)
                     accelerator.log(knn, step=state.step)
                     _log_row(output_dir, {"step": state.step, "epoch": state.step / steps_per_epoch, **knn})
-                    progress.write(
-                        f"epoch {epoch_done}: " + ", ".join(f"{k} {v:.4f}" for k, v in knn.items())
-                    )
+                    progress.write(f"epoch {epoch_done}: " + ", ".join(f"{k} {v:.4f}" for k, v in knn.items()))
                 if state.step >= total_steps:
                     break
     finally:
