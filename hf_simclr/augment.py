@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .decode import Box, decode_crops
 
@@ -83,11 +82,6 @@ def random_resized_crop_box(
     else:
         w, h = width, height
     return (width - w) // 2, (height - h) // 2, max(w, 1), max(h, 1)
-
-
-def _to_tensor(image: Image.Image) -> torch.Tensor:
-    # HWC memory seen as CHW: stacking these gives a channels_last batch without a copy per sample.
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
 
 
 class _BatchTransform:
@@ -173,8 +167,7 @@ class TwoViewTransform(_BatchTransform):
             return [random_resized_crop_box(width, height, self.scale, self.ratio, rng) for _ in range(2)]
 
         views = decode_crops(value, self.size, boxes)
-        flipped = [v.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < self.flip_p else v for v in views]
-        return tuple(_to_tensor(v) for v in flipped)
+        return tuple(v.flip(-1) if rng.random() < self.flip_p else v for v in views)
 
 
 class EvalTransform(_BatchTransform):
@@ -192,7 +185,7 @@ class EvalTransform(_BatchTransform):
             side = max(1.0, min(width, height) * self.crop_pct)
             return [((width - side) / 2, (height - side) / 2, side, side)]
 
-        return (_to_tensor(decode_crops(value, self.size, boxes)[0]),)
+        return (decode_crops(value, self.size, boxes)[0],)
 
 
 def _stack_chw(tensors: list[torch.Tensor]) -> torch.Tensor:
