@@ -26,7 +26,7 @@ from transformers import AutoConfig, AutoModelForImageClassification
 from .decode import decode_image
 from .evaluate import ImageProcessorCollate, class_balanced_split
 from .export import build_image_processor, save_model
-from .linear_eval import dataset_names, load_labelled_split
+from .linear_eval import add_labelled_data_arguments, dataset_names, load_labelled_split
 from .optim import build_schedule, scaled_learning_rate
 
 FINETUNE_LOG = "finetune_log.jsonl"
@@ -60,13 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--model", required=True, help="SimCLR model folder or Hub id (SimCLRModel or SimCLRForImageClassification)")
-    add("--dataset", default=None, help="Hub dataset id, image folder or parquet/arrow file(s); default: the embedded "
-        "Fashion-MNIST subset")  # fmt: skip
-    add("--dataset_config", default=None, help="configuration name of a Hub dataset")
-    add("--image_column", default="image", help="column holding the images")
-    add("--label_column", default="label", help="column holding the class labels")
-    add("--train_split", default="train", help="split to train on")
-    add("--test_split", default="test", help="split the accuracy is reported on")
+    add_labelled_data_arguments(parser, train_help="split to train on")
     add("--label_fraction", type=float, default=1.0, help="share of the training labels used, per class (the paper: "
         "0.01, 0.1, 1.0)")  # fmt: skip
     add("--freeze_encoder", action="store_true", help="train only the classifier (linear evaluation)")

@@ -110,6 +110,18 @@ def load_encoder(model_id: str, random_init: bool = False, seed: int = 0) -> tup
     return model.eval(), processor
 
 
+def add_labelled_data_arguments(parser: argparse.ArgumentParser, train_help: str) -> None:
+    """The flags that choose a labelled dataset and its splits, shared by the evaluation scripts."""
+    add = parser.add_argument
+    add("--dataset", default=None, help="Hub dataset id, image folder or parquet/arrow file(s); default: the embedded "
+        "Fashion-MNIST subset")  # fmt: skip
+    add("--dataset_config", default=None, help="configuration name of a Hub dataset")
+    add("--image_column", default="image", help="column holding the images")
+    add("--label_column", default="label", help="column holding the class labels")
+    add("--train_split", default="train", help=train_help)
+    add("--test_split", default="test", help="split the accuracy is reported on")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="kNN (k=20, 200) and linear evaluation of a frozen image encoder (SimCLR or any AutoModel "
@@ -118,13 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--model", required=True, help="model folder or Hub model id")
-    add("--dataset", default=None, help="Hub dataset id, image folder or parquet/arrow file(s); default: the embedded "
-        "Fashion-MNIST subset")  # fmt: skip
-    add("--dataset_config", default=None, help="configuration name of a Hub dataset")
-    add("--image_column", default="image", help="column holding the images")
-    add("--label_column", default="label", help="column holding the class labels")
-    add("--train_split", default="train", help="split the classifiers are trained on")
-    add("--test_split", default="test", help="split the accuracy is reported on")
+    add_labelled_data_arguments(parser, train_help="split the classifiers are trained on")
     add("--batch_size", type=int, default=256, help="images per batch during feature extraction")
     add("--num_workers", type=int, default=2, help="DataLoader worker processes for decoding images")
     add("--epochs", type=int, default=100, help="epochs of the linear classifier")
@@ -219,4 +225,12 @@ def linear_eval(args: argparse.Namespace) -> dict[str, Any]:
     return metrics
 
 
-__all__ = ["build_parser", "dataset_names", "linear_eval", "load_encoder", "load_labelled_split", "parse_args"]
+__all__ = [
+    "add_labelled_data_arguments",
+    "build_parser",
+    "dataset_names",
+    "linear_eval",
+    "load_encoder",
+    "load_labelled_split",
+    "parse_args",
+]

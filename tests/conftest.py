@@ -38,6 +38,18 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return save_model(model.eval(), tmp_path_factory.mktemp("simclr-tiny"))
 
 
+def write_labelled_subset(folder: Path, train_per_class: int, test_per_class: int) -> Path:
+    """A folder of train/test parquet splits holding the first images of each class of the embedded data."""
+    from hf_simclr.data import load_default_splits
+
+    splits = load_default_splits()
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        labels = torch.tensor(splits[split]["label"])
+        keep = torch.cat([(labels == c).nonzero().flatten()[:per_class] for c in range(10)]).sort().values
+        splits[split].select(keep.tolist()).to_parquet(str(folder / f"{split}.parquet"))
+    return folder
+
+
 def run_python(code: str, *, block_hf_simclr: bool = False, env: dict | None = None, cwd: Path | None = None) -> dict:
     """Run `code` in a fresh interpreter and return the JSON object it prints on its last line.
 

@@ -13,7 +13,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, tiny_config
+from conftest import REPO_ROOT, tiny_config, write_labelled_subset
 from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModel, ResNetConfig, ResNetModel
@@ -44,13 +44,7 @@ def _env() -> dict:
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory) -> Path:
     """60 train / 30 test real images (6 / 3 per class) of the embedded data, as a folder of parquet splits."""
-    folder = tmp_path_factory.mktemp("small-data")
-    splits = load_default_splits()
-    for split, per_class in (("train", 6), ("test", 3)):
-        labels = torch.tensor(splits[split]["label"])
-        keep = torch.cat([(labels == c).nonzero().flatten()[:per_class] for c in range(10)]).sort().values
-        splits[split].select(keep.tolist()).to_parquet(str(folder / f"{split}.parquet"))
-    return folder
+    return write_labelled_subset(tmp_path_factory.mktemp("small-data"), 6, 3)
 
 
 def _random_images(n: int, seed: int = 0, size: int = 20) -> datasets.Dataset:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, write_labelled_subset
 from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
@@ -32,13 +32,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory) -> Path:
     """40 train / 20 test real images (4 / 2 per class) of the embedded data, as a folder of parquet splits."""
-    folder = tmp_path_factory.mktemp("small-data")
-    splits = load_default_splits()
-    for split, per_class in (("train", 4), ("test", 2)):
-        labels = torch.tensor(splits[split]["label"])
-        keep = torch.cat([(labels == c).nonzero().flatten()[:per_class] for c in range(10)]).sort().values
-        splits[split].select(keep.tolist()).to_parquet(str(folder / f"{split}.parquet"))
-    return folder
+    return write_labelled_subset(tmp_path_factory.mktemp("small-data"), 4, 2)
 
 
 def _finetune(model: Path, data: Path, out: Path, *extra: str) -> int:
