@@ -54,26 +54,15 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
 
 
-def _run(args: list[str], *, processes: int = 1, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+def _command(args: list[str], processes: int = 1) -> list[str]:
     if processes == 1:
-        command = [sys.executable, PRETRAIN, *args]
-    else:
-        command = [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--cpu",
-            "--num_processes",
-            str(processes),
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            PRETRAIN,
-            *args,
-        ]
+        return [sys.executable, PRETRAIN, *args]
+    launch = ["--cpu", "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no"]
+    return [sys.executable, "-m", "accelerate.commands.launch", *launch, "--dynamo_backend", "no", PRETRAIN, *args]
+
+
+def _run(args: list[str], *, processes: int = 1, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    command = _command(args, processes)
     result = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"pretrain failed ({result.returncode}):\n{result.stderr[-4000:]}")
@@ -142,24 +131,7 @@ def test_two_process_run_killed_after_a_checkpoint_resumes_bitwise(small_dataset
     _run([*args, "--output_dir", str(reference)], processes=2)
 
     interrupted = tmp_path / "interrupted"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        PRETRAIN,
-        *args,
-        "--output_dir",
-        str(interrupted),
-    ]
+    command = _command([*args, "--output_dir", str(interrupted)], processes=2)
     proc = subprocess.Popen(
         command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
