@@ -416,9 +416,13 @@ def _finish(model: SimCLRModel, args: PretrainArguments, results: dict, output_d
         "learning rate": results.get("learning_rate"),
         "weight decay": args.weight_decay,
         "temperature": args.temperature,
+        "final NT-Xent loss": round(results["loss"], 4) if "loss" in results else None,
+        "kNN top-1 (k=20) of the same encoder at random initialisation": (
+            f"{100 * results['knn_top1_k20_random_init']:.1f} %" if "knn_top1_k20_random_init" in results else None
+        ),
     }
     card = build_model_card(
-        args.hub_model_id or output_dir.name,
+        args.hub_model_id or str(output_dir),  # the loading examples then work as printed
         model.config.to_dict(),
         {k: v for k, v in training.items() if v},
         {k: 100 * v for k, v in results.items() if k.startswith("knn_top1") and not k.endswith("random_init")},
