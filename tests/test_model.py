@@ -227,4 +227,4 @@ def test_timm_export_loads_in_timm_and_transformers(tiny_model_dir, tmp_path):
     with torch.no_grad():
         assert torch.equal(timm_model(x), h)
         assert torch.equal(wrapper(pixel_values=x).pooler_output, h)
-    assert timm_model.pretrained_cfg["input_size"] == (3, 64, 64)
+    assert tuple(timm_model.pretrained_cfg["input_size"]) == (3, 64, 64)
