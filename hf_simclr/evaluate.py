@@ -63,7 +63,10 @@ def default_image_processor(model: nn.Module) -> Any:
     """The evaluation preprocessing of a SimCLR model (resize, centre crop, normalise) from its config."""
     config = getattr(model, "config", None)
     if getattr(config, "model_type", None) != "simclr":
-        raise ValueError("pass image_processor (e.g. AutoImageProcessor.from_pretrained(model_id)) for this model")
+        raise ValueError(
+            "this model has no SimCLR config to derive its preprocessing from: pass image_processor "
+            "(e.g. AutoImageProcessor.from_pretrained(model_id))"
+        )
     from .export import build_image_processor
 
     return build_image_processor(config)
@@ -147,7 +150,10 @@ def extract_features(
     if isinstance(data, datasets.Dataset):
         missing = [c for c in (image_column, label_column) if c not in data.column_names]
         if missing:
-            raise ValueError(f"column(s) {missing} not in the dataset (columns: {data.column_names})")
+            raise ValueError(
+                f"column(s) {missing} not in the dataset (columns: {data.column_names}): pass image_column= and "
+                "label_column= (--image_column / --label_column)"
+            )
         image_processor = image_processor if image_processor is not None else default_image_processor(model)
         data = torch.utils.data.DataLoader(
             data.select_columns([image_column, label_column]),

@@ -230,7 +230,7 @@ class NTXentLoss(nn.Module):
         if z1.dim() != 2 or z1.shape != z2.shape:
             raise ValueError(f"z1 and z2 must both have shape (n, d), got {tuple(z1.shape)} and {tuple(z2.shape)}")
         if z1.shape[0] == 0:
-            raise ValueError("NTXentLoss needs at least one pair per process")
+            raise ValueError("NTXentLoss got an empty batch on this process: give every process at least one pair")
         rank, world = _dist_world() if self.gather_distributed else (0, 1)
         dtype = torch.promote_types(torch.promote_types(z1.dtype, z2.dtype), torch.float32)
         with torch.autocast(device_type=z1.device.type, enabled=False):

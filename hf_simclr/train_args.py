@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import timm
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .optim import LR_SCALINGS
 
@@ -167,6 +168,12 @@ class PretrainArguments:
             raise ValueError(f"--report_to must be tensorboard, wandb, all or none, got {self.report_to!r}")
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id org/name")
+        if self.hub_model_id:
+            # a malformed repo id must fail now, not after hours of training
+            try:
+                validate_repo_id(self.hub_model_id)
+            except HFValidationError as error:
+                raise ValueError(f"--hub_model_id {self.hub_model_id!r} is not a repo id: use org/name") from error
         if self.grad_cache_chunk and self.per_device_batch_size and self.per_device_batch_size % self.grad_cache_chunk:
             raise ValueError(
                 f"--per_device_batch_size ({self.per_device_batch_size}) must be a multiple of --grad_cache_chunk "

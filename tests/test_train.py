@@ -186,6 +186,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(small_data
         (["--preset", "huge"], "--preset must be one of"),
         (["--per_device_batch_size", "0"], "--per_device_batch_size must be >= 1"),
         (["--push_to_hub"], "--hub_model_id"),
+        (["--push_to_hub", "--hub_model_id", "org/bad name!"], "is not a repo id"),
         (["--image_column", "img"], "image column 'img' not found"),
         (["--dataset", "/nonexistent/folder"], "/nonexistent/folder"),
         (["--resume_from_checkpoint", "latest"], "no checkpoint"),
