@@ -195,6 +195,8 @@ class NTXentLoss(nn.Module):
             (memory linear in N), ``"auto"`` picks blockwise when the logits would exceed ``dense_limit`` elements.
         block_size: rows and columns per tile of the blockwise path.
         dense_limit: element count of the 2n x 2N logit matrix above which ``"auto"`` switches to blockwise.
+        equal_batch_sizes: promise that every process passes the same n (as the pretraining loop does), which
+            saves gathering the sizes; with unequal sizes the result is then wrong.
 
     Example:
         >>> loss_fn = NTXentLoss(temperature=0.1)
@@ -208,6 +210,7 @@ class NTXentLoss(nn.Module):
         mode: str = "auto",
         block_size: int = 2048,
         dense_limit: int = 2**28,
+        equal_batch_sizes: bool = False,
     ) -> None:
         super().__init__()
         if not temperature > 0:
@@ -221,6 +224,7 @@ class NTXentLoss(nn.Module):
         self.mode = mode
         self.block_size = block_size
         self.dense_limit = dense_limit
+        self.equal_batch_sizes = equal_batch_sizes
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, gather_distributed={self.gather_distributed}, mode={self.mode!r}"
@@ -238,7 +242,8 @@ class NTXentLoss(nn.Module):
             z = z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
             n_local = z1.shape[0]
             if world > 1:
-                sizes = _gather_sizes(n_local, z.device)
+                # the size all-gather costs a host synchronisation per call: skipped when sizes are known equal
+                sizes = [n_local] * world if self.equal_batch_sizes else _gather_sizes(n_local, z.device)
                 candidates = _GatherRows.apply(z, [2 * s for s in sizes])
                 offset, n_global = 2 * sum(sizes[:rank]), sum(sizes)
             else:

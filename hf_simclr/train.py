@@ -248,6 +248,8 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
         projection_layers=args.projection_layers,
     )
     model = SimCLRModel(config)
+    # map-style data replaces unreadable images, so every process has a full batch; a stream drops them instead
+    model.loss_fn.equal_batch_sizes = not args.streaming
     if world > 1 and device.type != "cpu":
         # global BN: statistics over all processes; timm's converter keeps the activations fused into its BN layers
         model = convert_sync_batchnorm(model)

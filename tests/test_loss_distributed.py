@@ -24,12 +24,14 @@ SCENARIOS = {
         ([3, 3], torch.float32, {"mode": "dense"}, 1e-5),
         ([5, 2], torch.float64, {"mode": "dense"}, 1e-10),
         ([5, 2], torch.float64, {"mode": "blockwise", "block_size": 3}, 1e-10),
+        ([3, 3], torch.float64, {"mode": "dense", "equal_batch_sizes": True}, 1e-10),
     ],
     4: [
         ([2, 2, 2, 2], torch.float64, {"mode": "dense"}, 1e-10),
         ([2, 2, 2, 2], torch.float32, {"mode": "dense"}, 1e-5),
         ([3, 1, 4, 2], torch.float64, {"mode": "dense"}, 1e-10),
         ([3, 1, 4, 2], torch.float32, {"mode": "blockwise", "block_size": 4}, 1e-5),
+        ([2, 2, 2, 2], torch.float64, {"mode": "blockwise", "block_size": 3, "equal_batch_sizes": True}, 1e-10),
     ],
 }
 
