@@ -136,7 +136,7 @@ def _evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerat
 
 def finetune(args: argparse.Namespace) -> dict[str, float]:
     """Fine-tune as described by ``args`` (see :func:`build_parser`); returns test top-1 / top-5 (fractions)."""
-    from .plots import plot_training_curves
+    from .plots import missing_plot_packages, plot_training_curves
     from .results import update_model_card, write_eval_results
 
     accelerator = Accelerator()
@@ -217,7 +217,10 @@ def finetune(args: argparse.Namespace) -> dict[str, float]:
             intro=f"`{base}` {setting} on {len(train_ds)} labelled images ({labels_used} of "
             f"{args.train_split}) with `hf_simclr`'s `scripts/finetune.py`; accuracy in %.",
         )  # fmt: skip
-        plot_training_curves(log_path, output_dir / "finetune_curves.png", loss_title="Cross-entropy loss")
+        if missing_plot_packages(tsne=False):
+            accelerator.print("no finetune_curves.png: pip install 'hf-simclr[plots]' to draw it")
+        else:
+            plot_training_curves(log_path, output_dir / "finetune_curves.png", loss_title="Cross-entropy loss")
         accelerator.print(f"model, results and card in {output_dir}")
     accelerator.end_training()
     return metrics

@@ -20,6 +20,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from .data import find_label_column, load_image_dataset
 from .evaluate import extract_features, knn_accuracy, linear_probe
+from .plots import missing_plot_packages
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +162,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.output_dir = args.model if local else str(Path("linear_eval") / f"{name}{suffix}")
     if Path(args.output_dir).is_file():
         raise ValueError(f"--output_dir {args.output_dir} is a file; choose a folder")
+    if not args.no_plots and (missing := missing_plot_packages()):
+        raise ValueError(f"the plots need {', '.join(missing)}: pip install 'hf-simclr[plots]', or pass --no_plots")
     return args
 
 

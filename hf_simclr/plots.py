@@ -41,6 +41,14 @@ def read_train_log(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def missing_plot_packages(tsne: bool = True) -> list[str]:
+    """The packages the plots need that are not installed (they come with `pip install "hf-simclr[plots]"`)."""
+    import importlib.util
+
+    needed = ["matplotlib", "sklearn"] if tsne else ["matplotlib"]
+    return [name for name in needed if importlib.util.find_spec(name) is None]
+
+
 def _figure(width: float, height: float, ncols: int = 1):
     # Figure without pyplot: no global state, no GUI backend, safe in any thread or headless job
     from matplotlib.figure import Figure

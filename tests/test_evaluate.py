@@ -277,3 +277,12 @@ def test_pretrained_encoder_beats_random_init_on_knn_and_linear_accuracy(tmp_pat
     }  # fmt: skip
     for metric in ("knn_top1_k20", "knn_top1_k200", "linear_top1"):
         assert accuracy["pretrained"][metric] > accuracy["random"][metric] + 0.02, (metric, accuracy)
+
+
+def test_missing_plot_packages_fail_before_any_work(monkeypatch, tiny_model_dir, tmp_path, capsys):
+    monkeypatch.setattr("hf_simclr.linear_eval.missing_plot_packages", lambda: ["matplotlib"])
+    argv = ["--model", str(tiny_model_dir), "--output_dir", str(tmp_path / "out")]
+    assert run_cli(lambda: linear_eval(parse_args(argv))) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: the plots need matplotlib") and "--no_plots" in last
+    assert not (tmp_path / "out").exists()
