@@ -23,6 +23,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForImageClassification
 
+from .data import dataset_load_kwargs
 from .decode import decode_image
 from .evaluate import ImageProcessorCollate, class_balanced_split
 from .export import build_image_processor, save_model
@@ -141,7 +142,7 @@ def finetune(args: argparse.Namespace) -> dict[str, float]:
 
     accelerator = Accelerator()
     set_seed(args.seed)
-    load_kwargs = {"name": args.dataset_config} if args.dataset_config else {}
+    load_kwargs = dataset_load_kwargs(args.dataset_config)
     train_ds, class_names = load_labelled_split(
         args.dataset, args.train_split, args.image_column, args.label_column, **load_kwargs
     )

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
-from .data import find_label_column, load_image_dataset
+from .data import dataset_load_kwargs, find_label_column, load_image_dataset
 from .evaluate import extract_features, knn_accuracy, linear_probe
 from .plots import missing_plot_packages
 
@@ -172,7 +172,7 @@ def linear_eval(args: argparse.Namespace) -> dict[str, Any]:
     from .plots import TRAIN_LOG, plot_embedding, plot_training_curves
     from .results import update_model_card, write_eval_results
 
-    load_kwargs = {"name": args.dataset_config} if args.dataset_config else {}
+    load_kwargs = dataset_load_kwargs(args.dataset_config)
     splits = {
         split: load_labelled_split(args.dataset, split, args.image_column, args.label_column, **load_kwargs)
         for split in (args.train_split, args.test_split)

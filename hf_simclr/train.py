@@ -23,7 +23,7 @@ from .augment import EvalTransform, SimCLRGPUAugment, TwoViewTransform, collate_
 from .benchmark import peak_memory_mb
 from .checkpoint import TrainState, resolve_checkpoint, save_checkpoint
 from .configuration_simclr import SimCLRConfig
-from .data import apply_transform, find_label_column, load_image_dataset, shard_for_process
+from .data import apply_transform, dataset_load_kwargs, find_label_column, load_image_dataset, shard_for_process
 from .evaluate import extract_features, knn_accuracy
 from .grad_cache import grad_cache_step
 from .modeling_simclr import SimCLRModel
@@ -142,7 +142,11 @@ def _monitor_data(args: PretrainArguments, train_data: Any, seed: int) -> tuple[
     for split in [args.eval_split] if args.eval_split else ["validation", "test"]:
         try:
             held_out = load_image_dataset(
-                args.dataset, split=split, image_column=args.image_column, check=0, **_load_kwargs(args)
+                args.dataset,
+                split=split,
+                image_column=args.image_column,
+                check=0,
+                **dataset_load_kwargs(args.dataset_config),
             )
             break
         except (ValueError, KeyError) as error:
@@ -157,10 +161,6 @@ def _monitor_data(args: PretrainArguments, train_data: Any, seed: int) -> tuple[
     if column != "label":
         bank, held_out = bank.rename_column(column, "label"), held_out.rename_column(column, "label")
     return bank, held_out
-
-
-def _load_kwargs(args: PretrainArguments) -> dict:
-    return {"name": args.dataset_config} if args.dataset_config else {}
 
 
 def _knn_monitor(
@@ -204,7 +204,7 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
         split=args.train_split,
         image_column=args.image_column,
         streaming=args.streaming,
-        **_load_kwargs(args),
+        **dataset_load_kwargs(args.dataset_config),
     )
     crop = TwoViewTransform.from_preset(
         args.augment, size=args.image_size, image_column=args.image_column, label_column=None, seed=args.seed + rank

@@ -20,6 +20,15 @@ from hf_simclr.export import save_model
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matmuls run fastest, and identically from run to run, on one thread (the machine may be shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_config(**overrides) -> SimCLRConfig:
     """A small backbone at a small resolution: the same code paths as ResNet-50 at 224 px, in milliseconds."""
     kwargs = dict(backbone="resnet18", image_size=64, projection_hidden_dim=64, projection_dim=32)

@@ -27,14 +27,7 @@ from hf_simclr.linear_eval import linear_eval, parse_args
 from hf_simclr.plots import plot_training_curves, read_train_log
 from hf_simclr.results import update_model_card, write_eval_results
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls run fastest, and identically from run to run, on one thread (the machine may be shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _env() -> dict:

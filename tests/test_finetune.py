@@ -20,13 +20,7 @@ from hf_simclr.cli import run_cli
 from hf_simclr.data import load_default_splits
 from hf_simclr.finetune import finetune, parse_args
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
