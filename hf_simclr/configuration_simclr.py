@@ -9,13 +9,59 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
+# The timm.create_model arguments a config may carry: they shape the architecture and read nothing. Any other
+# argument is refused, because several make building a model read a file or fetch weights (checkpoint_path,
+# pretrained, pretrained_cfg, pretrained_cfg_overlay, cache_dir; timm < 1.0.26 unpickles a checkpoint_path) or
+# change what the model is (num_classes, in_chans, features_only).
+BACKBONE_KWARGS_ALLOWED = frozenset(
+    {
+        "act_layer",
+        "aa_layer",
+        "avg_down",
+        "base_width",
+        "block_reduce_first",
+        "cardinality",
+        "channels",
+        "down_kernel_size",
+        "drop_block_rate",
+        "drop_path_rate",
+        "drop_rate",
+        "norm_layer",
+        "output_stride",
+        "replace_stem_pool",
+        "stem_type",
+        "stem_width",
+        "zero_init_last",
+    }
+)
+_PLAIN_VALUES = (str, int, float, bool, type(None))
+
+
+def check_backbone_kwargs(backbone_kwargs: Any) -> None:
+    """Raise `ValueError` naming the first argument that is not an allowed architecture argument of plain value."""
+    if not isinstance(backbone_kwargs, dict):
+        raise ValueError(f"backbone_kwargs must be a dict of timm.create_model arguments, got {backbone_kwargs!r}")
+    for key, value in backbone_kwargs.items():
+        if key not in BACKBONE_KWARGS_ALLOWED:
+            raise ValueError(
+                f"backbone_kwargs must not set {key!r}: only architecture arguments are allowed "
+                f"({', '.join(sorted(BACKBONE_KWARGS_ALLOWED))}); remove it from backbone_kwargs"
+            )
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if not all(isinstance(item, _PLAIN_VALUES) for item in items):
+            raise ValueError(
+                f"backbone_kwargs[{key!r}] must be a string, number, boolean or a list of them, got {value!r}"
+            )
+
 
 class SimCLRConfig(PreTrainedConfig):
     r"""Configuration of a [`SimCLRModel`]: a timm encoder, a projection head and the NT-Xent temperature.
 
     Args:
         backbone (`str`, defaults to `"resnet50"`): any timm model name; created with `num_classes=0`.
-        backbone_kwargs (`dict`, *optional*): extra keyword arguments for `timm.create_model`.
+        backbone_kwargs (`dict`, *optional*): architecture arguments for `timm.create_model` (e.g.
+            `{"drop_path_rate": 0.1}`); only those in `BACKBONE_KWARGS_ALLOWED`, so that building a model never
+            reads a file.
         projection_hidden_dim (`int`, defaults to 2048): width of the hidden layer(s) of the projection head.
         projection_dim (`int`, defaults to 128): size of the projection z that the loss sees.
         projection_layers (`int`, defaults to 2): 2 is SimCLR's Dense-ReLU-Dense, 3 is SimCLRv2's deeper head.
@@ -54,14 +100,7 @@ class SimCLRConfig(PreTrainedConfig):
         """Raise `ValueError` naming the field and its allowed range for any invalid value."""
         if not isinstance(self.backbone, str) or not self.backbone:
             raise ValueError(f"backbone must be a timm model name such as 'resnet50', got {self.backbone!r}")
-        if not isinstance(self.backbone_kwargs, dict):
-            raise ValueError(
-                f"backbone_kwargs must be a dict of timm.create_model arguments, got {self.backbone_kwargs!r}"
-            )
-        if "num_classes" in self.backbone_kwargs:
-            raise ValueError(
-                "backbone_kwargs must not set num_classes: the encoder is always created without a classifier"
-            )
+        check_backbone_kwargs(self.backbone_kwargs)
         _check_int("projection_hidden_dim", self.projection_hidden_dim, 1)
         _check_int("projection_dim", self.projection_dim, 1)
         _check_int("projection_layers", self.projection_layers, 1, 3)
@@ -84,4 +123,4 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
-__all__ = ["SimCLRConfig"]
+__all__ = ["BACKBONE_KWARGS_ALLOWED", "SimCLRConfig", "check_backbone_kwargs"]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
+from .configuration_simclr import SimCLRConfig
+
 __all__ = [
     "HubPushError",
     "InvalidModelFolderError",
@@ -109,6 +111,13 @@ def validate_model_folder(folder: str | Path, *, kind: str = "simclr") -> Path:
     if kind == "simclr" and config.get("model_type") != "simclr":
         found = config.get("model_type") or config.get("architecture") or "unknown"
         raise InvalidModelFolderError(f"{folder} holds a {found!r} model, not a SimCLR one: {fix}")
+    if kind == "simclr":
+        # built, not just read: a config that would not load (e.g. a refused backbone_kwargs key) never goes up
+        try:
+            SimCLRConfig.from_dict(config)
+        except (ValueError, TypeError) as err:
+            reason = " ".join(str(err).split())
+            raise InvalidModelFolderError(f"{folder}/config.json does not validate: {reason}") from None
     if kind == "timm":
         if "architecture" not in config:
             raise InvalidModelFolderError(f"{folder}/config.json is not a timm config (no 'architecture'): {fix}")

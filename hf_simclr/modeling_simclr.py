@@ -15,7 +15,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
-from .configuration_simclr import SimCLRConfig
+from .configuration_simclr import SimCLRConfig, check_backbone_kwargs
 from .loss import NTXentLoss
 
 _AUTO_MAP = {
@@ -86,6 +86,8 @@ class SimCLRPreTrainedModel(PreTrainedModel):
             raise ValueError(
                 f"backbone {config.backbone!r} is not a timm model name; see timm.list_models() for the choices"
             )
+        # checked again here: the config may have been changed since it was validated
+        check_backbone_kwargs(config.backbone_kwargs)
         return timm.create_model(config.backbone, pretrained=False, num_classes=0, **config.backbone_kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
