@@ -62,10 +62,13 @@ class SimCLRConfig(PreTrainedConfig):
         backbone_kwargs (`dict`, *optional*): architecture arguments for `timm.create_model` (e.g.
             `{"drop_path_rate": 0.1}`); only those in `BACKBONE_KWARGS_ALLOWED`, so that building a model never
             reads a file.
-        projection_hidden_dim (`int`, defaults to 2048): width of the hidden layer(s) of the projection head.
+        projection_hidden_dim (`int`, *optional*): width of the hidden layer(s) of the projection head; by default
+            the encoder's width (the size of h, 2048 for ResNet-50), as in the paper.
         projection_dim (`int`, defaults to 128): size of the projection z that the loss sees.
         projection_layers (`int`, defaults to 2): 2 is SimCLR's Dense-ReLU-Dense, 3 is SimCLRv2's deeper head.
-        projection_batch_norm (`bool`, defaults to `False`): BatchNorm after each dense layer, as in SimCLRv2.
+        projection_batch_norm (`bool`, defaults to `False`): BatchNorm after every dense layer, as the official
+            code (v1 and v2): the dense layers then have no bias and the last BatchNorm has a learned scale but no
+            learned centre.
         temperature (`float`, defaults to 0.1): NT-Xent temperature.
         image_size (`int`, defaults to 224): training resolution; the saved image processor crops to it.
         image_mean, image_std (`list[float]`): normalisation applied to pixel values.
@@ -76,7 +79,7 @@ class SimCLRConfig(PreTrainedConfig):
 
     backbone: str = "resnet50"
     backbone_kwargs: dict[str, Any] | None = None
-    projection_hidden_dim: int = 2048
+    projection_hidden_dim: int | None = None
     projection_dim: int = 128
     projection_layers: int = 2
     projection_batch_norm: bool = False
@@ -101,7 +104,8 @@ class SimCLRConfig(PreTrainedConfig):
         if not isinstance(self.backbone, str) or not self.backbone:
             raise ValueError(f"backbone must be a timm model name such as 'resnet50', got {self.backbone!r}")
         check_backbone_kwargs(self.backbone_kwargs)
-        _check_int("projection_hidden_dim", self.projection_hidden_dim, 1)
+        if self.projection_hidden_dim is not None:
+            _check_int("projection_hidden_dim", self.projection_hidden_dim, 1)
         _check_int("projection_dim", self.projection_dim, 1)
         _check_int("projection_layers", self.projection_layers, 1, 3)
         _check_int("image_size", self.image_size, 8)

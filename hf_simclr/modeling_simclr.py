@@ -47,8 +47,24 @@ class SimCLRModelOutput(ModelOutput):
     projections: torch.FloatTensor | None = None
 
 
+class BatchNorm1dNoCentre(nn.BatchNorm1d):
+    """BatchNorm with a learned scale and no learned centre (the official code's `center=False`): z stays centred."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features)
+        self.register_parameter("bias", None)
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        nn.init.ones_(self.weight)
+
+
 class SimCLRProjectionHead(nn.Sequential):
-    """g(h): Dense-(BN)-ReLU blocks then a final Dense (SimCLR: 2 layers, SimCLRv2: 3 layers with BN)."""
+    """g(h): (Dense-ReLU) blocks then a final Dense (SimCLR: 2 layers, SimCLRv2: 3 layers).
+
+    With `batch_norm`, as the official code: every Dense has no bias and is followed by BatchNorm; the last
+    BatchNorm has a learned scale but no learned centre.
+    """
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, batch_norm: bool) -> None:
         layers: list[nn.Module] = []
@@ -61,8 +77,7 @@ class SimCLRProjectionHead(nn.Sequential):
             dim = hidden_dim
         layers.append(nn.Linear(dim, out_dim, bias=not batch_norm))
         if batch_norm:
-            # SimCLRv2 ends with a BN without a learned scale/shift on z
-            layers.append(nn.BatchNorm1d(out_dim, affine=False))
+            layers.append(BatchNorm1dNoCentre(out_dim))
         super().__init__(*layers)
 
     def reset_parameters(self) -> None:
@@ -156,7 +171,7 @@ class SimCLRModel(SimCLRPreTrainedModel):
         self.encoder = self._create_encoder()
         self.projection_head = SimCLRProjectionHead(
             self.encoder.num_features,
-            config.projection_hidden_dim,
+            config.projection_hidden_dim or self.encoder.num_features,
             config.projection_dim,
             config.projection_layers,
             config.projection_batch_norm,

@@ -95,6 +95,24 @@ def test_projection_head_variants(layers, batch_norm):
     assert out.projections.shape == (6, 32) and torch.isfinite(out.loss)
 
 
+def test_batch_norm_head_is_the_official_one():
+    # official code: Dense (no bias) + BN (scale, centre) + ReLU per hidden layer, then Dense (no bias) + BN with a
+    # scale and no centre
+    model = SimCLRModel(tiny_config(projection_layers=3, projection_batch_norm=True))
+    kinds = [type(m).__name__ for m in model.projection_head]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear", "BatchNorm1dNoCentre"]
+    assert all(m.bias is None for m in model.projection_head if isinstance(m, torch.nn.Linear))
+    keys = {k for k in model.state_dict() if k.startswith("projection_head.7.")}
+    assert keys == {f"projection_head.7.{k}" for k in ("weight", "running_mean", "running_var", "num_batches_tracked")}
+    z = model.train()(torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE), torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE)).projections
+    assert torch.allclose(z.mean(0), torch.zeros(32), atol=1e-5)  # no centre: z stays centred in training
+
+
+def test_head_hidden_width_defaults_to_the_encoder_width():
+    assert SimCLRModel(SimCLRConfig(backbone="resnet18", image_size=32)).projection_head[0].out_features == 512
+    assert SimCLRModel(tiny_config(projection_hidden_dim=64)).projection_head[0].out_features == 64
+
+
 def test_saved_folder_layout(tiny_model_dir):
     names = {p.name for p in tiny_model_dir.iterdir()}
     assert {"model.safetensors", "config.json", "preprocessor_config.json"} <= names
