@@ -1,7 +1,7 @@
 """SimCLR models: a timm encoder, a projection head and the NT-Xent loss as transformers `PreTrainedModel`s.
 
 This file is copied into saved model folders for ``trust_remote_code`` users: it imports only torch, timm,
-transformers and its siblings.
+transformers (and safetensors, which transformers requires) and its siblings.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import timm
 import torch
+from safetensors import SafetensorError
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import BitImageProcessor, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
@@ -25,6 +26,24 @@ _AUTO_MAP = {
 }
 # from_pretrained arguments that say where config.json comes from (transformers' DownloadKwargs)
 _DOWNLOAD_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
+# Evaluation resizes the short side to image_size / CROP_PCT, then centre-crops image_size (224 -> 256 -> 224).
+CROP_PCT = 0.875
+
+
+def build_image_processor(config: SimCLRConfig) -> BitImageProcessor:
+    """The evaluation preprocessing of a SimCLR model: resize, centre crop, normalise (a built-in transformers class,
+    so `AutoImageProcessor` and pipelines load it without custom code)."""
+    return BitImageProcessor(
+        do_resize=True,
+        size={"shortest_edge": round(config.image_size / CROP_PCT)},
+        resample=3,  # bicubic
+        do_center_crop=True,
+        crop_size={"height": config.image_size, "width": config.image_size},
+        do_normalize=True,
+        image_mean=list(config.image_mean),
+        image_std=list(config.image_std),
+        do_convert_rgb=True,
+    )
 
 
 @dataclass
@@ -138,9 +157,7 @@ class SimCLRPreTrainedModel(PreTrainedModel):
         wants_info = kwargs.pop("output_loading_info", False)
         try:
             model, info = super().from_pretrained(source, *args, output_loading_info=True, **kwargs)
-        except Exception as err:
-            if type(err).__name__ != "SafetensorError":  # matched by name: this file may not import safetensors
-                raise
+        except SafetensorError as err:
             raise OSError(
                 f"The weights of {source} are truncated or corrupt ({err}): download them again "
                 "(force_download=True) or save the model again"
@@ -157,9 +174,13 @@ class SimCLRPreTrainedModel(PreTrainedModel):
             model.freeze_encoder()
         return (model, info) if wants_info else model
 
-    def save_pretrained(self, save_directory, *args, **kwargs) -> None:  # noqa: D102
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """As `PreTrainedModel.save_pretrained`, plus the image processor (`preprocessor_config.json`), so that the
+        folder loads in `pipeline("image-feature-extraction")` and with `AutoImageProcessor`."""
         # Either head loads from either checkpoint, so the saved config maps both Auto classes to this code.
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **_AUTO_MAP}
+        if kwargs.get("is_main_process", True):
+            build_image_processor(self.config).save_pretrained(save_directory)
         super().save_pretrained(save_directory, *args, **kwargs)
 
 
@@ -271,4 +292,11 @@ class SimCLRForImageClassification(SimCLRPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-__all__ = ["SimCLRModel", "SimCLRForImageClassification", "SimCLRPreTrainedModel", "SimCLRModelOutput"]
+__all__ = [
+    "CROP_PCT",
+    "SimCLRForImageClassification",
+    "SimCLRModel",
+    "SimCLRModelOutput",
+    "SimCLRPreTrainedModel",
+    "build_image_processor",
+]

@@ -12,7 +12,6 @@ Each rate is the median of --repeats timed runs after a warm-up.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import io
 import json
@@ -22,15 +21,18 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
-from hf_simclr.augment import SimCLRGPUAugment, TwoViewTransform, collate_views
-from hf_simclr.cli import run_cli
-from hf_simclr.sample_images import find_sample_photos, make_jpegs
+from hf_simclr.augment import SimCLRGPUAugment, TwoViewTransform
+from hf_simclr.cli import ArgumentParser, run_cli
+from hf_simclr.data import collate_views
+from hf_simclr.data.sample_images import find_sample_photos, make_jpegs
+from hf_simclr.errors import UsageError
 
 SIZE = 224
 STEP_VIEWS_PER_S = 6800  # compiled ResNet-50 SimCLR step on one H200 (DESIGN.md): what the data must keep up with
@@ -215,7 +217,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+def benchmark(args: BenchmarkArguments) -> dict[str, Any]:
     """Run every part and return the results (also printed as a table)."""
     device = resolve_device(args.device)
     cores = available_cores()
@@ -285,39 +287,41 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num_images", type=int, default=None, help="JPEGs made from the sample photos (256)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per row, median reported (5)")
-    parser.add_argument("--device", default=None, help="device of the accelerator part (default: cuda if present)")
-    parser.add_argument("--compile", action="store_true", help="also time the accelerator part with compile_ops")
-    parser.add_argument("--no-lightly", dest="no_lightly", action="store_true", help="skip row (a)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: only checks that every part runs")
-    parser.add_argument("--batch_size", type=int, default=None, help="images per CPU batch (32)")
-    parser.add_argument("--aug_batch_size", type=int, default=None, help="views per call of (c) (256 cuda, 64 cpu)")
-    parser.add_argument("--num_workers", type=int, default=None, help="DataLoader workers (default: one per core)")
-    parser.add_argument("--image_dir", default=None, help="use these JPEGs instead of the generated ones")
-    parser.add_argument("--output_json", default=None, help="also write the results here")
-    args = parser.parse_args(argv)
-    # --quick only changes the sizes not given explicitly.
-    defaults = dict(num_images=8, repeats=1, batch_size=4, aug_batch_size=8) if args.quick else {}
-    defaults = {"num_images": 256, "repeats": 5, "batch_size": 32, **defaults}
-    for flag, value in defaults.items():
-        if getattr(args, flag) is None:
-            setattr(args, flag, value)
-    if args.quick and args.num_workers is None:
-        args.num_workers = min(2, available_cores())
-    for flag in ("num_images", "repeats", "batch_size", "aug_batch_size", "num_workers"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ValueError(f"--{flag} must be at least 1 (got {value})")
-    if args.output_json and not Path(args.output_json).resolve().parent.is_dir():
-        raise FileNotFoundError(f"--output_json: folder {Path(args.output_json).parent} does not exist")
-    return args
+@dataclass
+class BenchmarkArguments:
+    num_images: int | None = field(default=None, metadata={"help": "JPEGs made from the sample photos (256)"})
+    repeats: int | None = field(default=None, metadata={"help": "timed repeats per row, median reported (5)"})
+    device: str | None = field(
+        default=None, metadata={"help": "device of the accelerator part (default: cuda if present)"}
+    )
+    compile: bool = field(default=False, metadata={"help": "also time the accelerator part with compile_ops"})
+    no_lightly: bool = field(default=False, metadata={"help": "skip row (a)"})
+    quick: bool = field(default=False, metadata={"help": "tiny sizes: only checks that every part runs"})
+    batch_size: int | None = field(default=None, metadata={"help": "images per CPU batch (32)"})
+    aug_batch_size: int | None = field(default=None, metadata={"help": "views per call of (c) (256 cuda, 64 cpu)"})
+    num_workers: int | None = field(default=None, metadata={"help": "DataLoader workers (default: one per core)"})
+    image_dir: str | None = field(default=None, metadata={"help": "use these JPEGs instead of the generated ones"})
+    output_json: str | None = field(default=None, metadata={"help": "also write the results here"})
+
+    def __post_init__(self) -> None:
+        # --quick only changes the sizes not given explicitly.
+        defaults = dict(num_images=8, repeats=1, batch_size=4, aug_batch_size=8) if self.quick else {}
+        defaults = {"num_images": 256, "repeats": 5, "batch_size": 32, **defaults}
+        for flag, value in defaults.items():
+            if getattr(self, flag) is None:
+                setattr(self, flag, value)
+        if self.quick and self.num_workers is None:
+            self.num_workers = min(2, available_cores())
+        for flag in ("num_images", "repeats", "batch_size", "aug_batch_size", "num_workers"):
+            value = getattr(self, flag)
+            if value is not None and value < 1:
+                raise UsageError(f"--{flag} must be at least 1 (got {value})")
+        if self.output_json and not Path(self.output_json).resolve().parent.is_dir():
+            raise UsageError(f"--output_json: folder {Path(self.output_json).parent} does not exist")
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    (args,) = ArgumentParser(BenchmarkArguments, description=__doc__).parse(argv)
     results = benchmark(args)
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(results, indent=2) + "\n")

@@ -128,14 +128,14 @@ def run(device: str, sizes: list[int], names: list[str], repeats: int, subproces
 
 
 def print_table(rows: list[dict], baseline: str) -> None:
-    print(f"{'device':6} {'N':>6} {'implementation':22} {'median ms':>10} {'peak MiB':>9} {'loss':>9} "
-          f"{'speed-up':>9} {'mem ratio':>9}")  # fmt: skip
+    header = f"{'device':6} {'N':>6} {'implementation':22} {'median ms':>10} {'peak MiB':>9} {'loss':>9}"
+    print(f"{header} {'speed-up':>9} {'mem ratio':>9}")
     for row in rows:
         base = next(r for r in rows if r["n"] == row["n"] and r["device"] == row["device"] and r["name"] == baseline)
         speed = base["ms"] / row["ms"]
         mem = row["mib"] / base["mib"] if base["mib"] > 0 else float("nan")
-        print(f"{row['device']:6} {row['n']:>6} {row['name']:22} {row['ms']:>10.1f} {row['mib']:>9.1f} "
-              f"{row['value']:>9.5f} {speed:>8.2f}x {mem:>9.2f}")  # fmt: skip
+        case = f"{row['device']:6} {row['n']:>6} {row['name']:22}"
+        print(f"{case} {row['ms']:>10.1f} {row['mib']:>9.1f} {row['value']:>9.5f} {speed:>8.2f}x {mem:>9.2f}")
     print(f"speed-up = {baseline} median time / this one; mem ratio = this peak / {baseline} peak")
 
 
@@ -164,9 +164,9 @@ def main() -> None:
     devices = ["cpu" if d == "auto" else d for d in devices]
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, d={D}, temperature={TEMPERATURE}")
-    print("time: median forward+backward; peak: " + ("CUDA max_memory_allocated rise; " if "cuda" in devices else "")
-          + "CPU VmHWM (resident-set high-water mark) rise, "
-          + ("in this process (--quick)" if args.quick else "fresh subprocess per case"))  # fmt: skip
+    cuda_peak = "CUDA max_memory_allocated rise; " if "cuda" in devices else ""
+    where = "in this process (--quick)" if args.quick else "fresh subprocess per case"
+    print(f"time: median forward+backward; peak: {cuda_peak}CPU VmHWM (resident-set high-water mark) rise, {where}")
     rows = []
     for device in devices:
         if args.quick:

@@ -12,25 +12,59 @@ process so that peak memory is its own; (b)/(a) is the share of the ceiling the 
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from hf_simclr.cli import run_cli
+from hf_simclr.cli import ArgumentParser, run_cli
+from hf_simclr.errors import UsageError
 
 PRETRAIN = Path(__file__).resolve().parent / "pretrain.py"
+CUDA = torch.cuda.is_available()
 
 
-def _ceiling(args: argparse.Namespace, compile: bool, grad_cache_chunk: int | None) -> dict:
+@dataclass
+class BenchmarkArguments:
+    backbone: str = field(default="resnet50" if CUDA else "resnet18", metadata={"help": "timm model name"})
+    image_size: int = field(default=224 if CUDA else 64, metadata={"help": "training resolution in pixels"})
+    batch_size: int = field(default=256 if CUDA else 32, metadata={"help": "images per step (2x views)"})
+    steps: int = field(default=30 if CUDA else 6, metadata={"help": "timed steps"})
+    warmup_steps: int = field(default=10 if CUDA else 2, metadata={"help": "untimed steps first"})
+    log_every: int = field(default=5 if CUDA else 2, metadata={"help": "log row (throughput sample) every N steps"})
+    num_images: int = field(default=2048 if CUDA else 256, metadata={"help": "JPEGs made from the sample photos"})
+    num_workers: int | None = field(default=None, metadata={"help": "DataLoader workers (default: all cores)"})
+    mixed_precision: str = field(
+        default="bf16" if CUDA else "no", metadata={"help": "no, bf16 or fp16", "choices": ["no", "bf16", "fp16"]}
+    )
+    compile: bool = field(default=False, metadata={"help": "also measure with torch.compile"})
+    grad_cache_chunk: int | None = field(default=None, metadata={"help": "also measure gradient caching"})
+    output_json: Path | None = field(default=None, metadata={"help": "also write the results here"})
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "batch_size", "steps", "num_images", "log_every"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be >= 1")
+        if self.warmup_steps < 0:
+            raise UsageError("--warmup_steps must be >= 0")
+        if self.steps < self.log_every:
+            raise UsageError("--steps must be at least --log_every to measure a steady state")
+        if self.num_images < self.batch_size:
+            raise UsageError(f"--num_images ({self.num_images}) must hold one batch of {self.batch_size}")
+        if self.grad_cache_chunk is not None and (self.grad_cache_chunk < 1 or self.batch_size % self.grad_cache_chunk):
+            raise UsageError("--grad_cache_chunk must divide --batch_size")
+
+
+def _ceiling(args: BenchmarkArguments, compile: bool, grad_cache_chunk: int | None) -> dict:
     code = (
-        "import json, sys; from hf_simclr import SimCLRConfig; from hf_simclr.benchmark import measure_ceiling; "
+        "import json, sys; from hf_simclr import SimCLRConfig; from hf_simclr.training.ceiling import measure_ceiling; "
         f"config = SimCLRConfig(backbone={args.backbone!r}, image_size={args.image_size}); "
         f"r = measure_ceiling(config, {args.batch_size}, {args.steps}, {args.warmup_steps}, compile={compile}, "
         f"grad_cache_chunk={grad_cache_chunk}, mixed_precision={args.mixed_precision!r}); print(json.dumps(r))"
@@ -41,7 +75,7 @@ def _ceiling(args: argparse.Namespace, compile: bool, grad_cache_chunk: int | No
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _real(args: argparse.Namespace, images: Path, compile: bool, grad_cache_chunk: int | None, out: Path) -> dict:
+def _real(args: BenchmarkArguments, images: Path, compile: bool, grad_cache_chunk: int | None, out: Path) -> dict:
     command = [
         sys.executable,
         str(PRETRAIN),
@@ -87,8 +121,8 @@ def _real(args: argparse.Namespace, images: Path, compile: bool, grad_cache_chun
     }
 
 
-def benchmark(args: argparse.Namespace) -> list[dict]:
-    from hf_simclr.sample_images import write_jpeg_folder
+def benchmark(args: BenchmarkArguments) -> list[dict]:
+    from hf_simclr.data.sample_images import write_jpeg_folder
 
     compile_settings = [False, True] if args.compile else [False]
     chunks = [None, args.grad_cache_chunk] if args.grad_cache_chunk else [None]
@@ -128,38 +162,8 @@ def _print_row(row: dict) -> None:
     )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    cuda = torch.cuda.is_available()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="resnet50" if cuda else "resnet18")
-    parser.add_argument("--image_size", type=int, default=224 if cuda else 64)
-    parser.add_argument("--batch_size", type=int, default=256 if cuda else 32, help="images per step (2x views)")
-    parser.add_argument("--steps", type=int, default=30 if cuda else 6, help="timed steps")
-    parser.add_argument("--warmup_steps", type=int, default=10 if cuda else 2)
-    parser.add_argument("--log_every", type=int, default=5 if cuda else 2)
-    parser.add_argument("--num_images", type=int, default=2048 if cuda else 256)
-    parser.add_argument("--num_workers", type=int, default=None, help="DataLoader workers (default: all cores)")
-    parser.add_argument("--mixed_precision", default="bf16" if cuda else "no", choices=["no", "bf16", "fp16"])
-    parser.add_argument("--compile", action="store_true", help="also measure with torch.compile")
-    parser.add_argument("--grad_cache_chunk", type=int, default=None, help="also measure gradient caching")
-    parser.add_argument("--output_json", type=Path, default=None)
-    args = parser.parse_args(argv)
-    for name in ("image_size", "batch_size", "steps", "num_images", "log_every"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1")
-    if args.warmup_steps < 0:
-        raise ValueError("--warmup_steps must be >= 0")
-    if args.steps < args.log_every:
-        raise ValueError("--steps must be at least --log_every to measure a steady state")
-    if args.num_images < args.batch_size:
-        raise ValueError(f"--num_images ({args.num_images}) must hold one batch of {args.batch_size}")
-    if args.grad_cache_chunk is not None and (args.grad_cache_chunk < 1 or args.batch_size % args.grad_cache_chunk):
-        raise ValueError("--grad_cache_chunk must divide --batch_size")
-    return args
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    (args,) = ArgumentParser(BenchmarkArguments, description=__doc__).parse(argv)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     print(
         f"{args.backbone} @ {args.image_size}px, {args.batch_size} images ({2 * args.batch_size} views) per step, "
@@ -169,12 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     print("|" + "|".join("-" * (len(c)) for c in HEADER.split("|")[1:-1]) + "|")
     rows = benchmark(args)
     if args.output_json:
-        args.output_json.write_text(
-            json.dumps(
-                {"args": vars(args) | {"output_json": str(args.output_json)}, "device": device, "rows": rows}, indent=2
-            )
-            + "\n"
-        )
+        arguments = dataclasses.asdict(args) | {"output_json": str(args.output_json)}
+        args.output_json.write_text(json.dumps({"args": arguments, "device": device, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

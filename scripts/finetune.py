@@ -1,14 +1,14 @@
 """Fine-tune a SimCLR encoder for image classification: `accelerate launch scripts/finetune.py --model PATH
 --output_dir OUT [--label_fraction 0.01|0.1|1.0] [--freeze_encoder] [--help]`.
 
-Reports top-1 / top-5 on the test split and saves a model that `pipeline("image-classification", model=OUT)` loads,
+Reports top-1 / top-5 on the held-out split and saves a model that `pipeline("image-classification", model=OUT)` loads,
 with `eval_results.json` and a model card.
 """
 
 import sys
 
 from hf_simclr.cli import run_cli
-from hf_simclr.finetune import finetune, parse_args
+from hf_simclr.evaluation.finetune import finetune, parse_args
 
 if __name__ == "__main__":
     sys.exit(run_cli(lambda: finetune(parse_args())))

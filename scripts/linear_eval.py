@@ -1,14 +1,14 @@
 """Linear evaluation of a frozen encoder: `python scripts/linear_eval.py --model PATH_OR_HUB_ID [--help]`.
 
-Extracts features once, reports weighted kNN (k = 20, 200) and linear-probe (top-1 / top-5) accuracy on the test split,
-and writes `eval_results.json`, the model card's results and plots (t-SNE, training curves) to the model folder.
+Extracts features once, reports weighted kNN (k = 20, 200) and linear-probe (top-1 / top-5) accuracy on the held-out
+split, and writes `eval_results.json`, the model card's results and plots (t-SNE, training curves) to the model folder.
 Works on any `AutoModel` image backbone with a pooled output, so encoders can be compared with one tool.
 """
 
 import sys
 
 from hf_simclr.cli import run_cli
-from hf_simclr.linear_eval import linear_eval, parse_args
+from hf_simclr.evaluation.linear_eval import linear_eval, parse_args
 
 if __name__ == "__main__":
     sys.exit(run_cli(lambda: linear_eval(parse_args())))

@@ -9,17 +9,32 @@ https://github.com/zalandoresearch/fashion-mnist) and writes ``train.parquet`` /
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import io
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import numpy as np
 from PIL import Image
 
+from hf_simclr.cli import ArgumentParser, run_cli
+from hf_simclr.errors import UsageError
+
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 OUTPUT_DIR = Path(__file__).resolve().parents[1] / "hf_simclr" / "default_data"
+
+
+@dataclass
+class DefaultDatasetArguments:
+    source: Path = field(
+        default=Path("/usr/share/datasets/fashion-mnist"), metadata={"help": "folder of the original IDX files"}
+    )
+    output_dir: Path = field(default=OUTPUT_DIR, metadata={"help": "where train.parquet and test.parquet go"})
+    train_per_class: int = field(default=500, metadata={"help": "training images per class"})
+    test_per_class: int = field(default=100, metadata={"help": "held-out images per class"})
+    seed: int = field(default=0, metadata={"help": "seed of the selection"})
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -45,8 +60,6 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 
 
 def write_split(images: np.ndarray, labels: np.ndarray, path: Path) -> None:
-    import datasets  # imported here so that --help works without the heavy import
-
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASS_NAMES)})
     table = {
         "image": [{"bytes": png_bytes(img), "path": None} for img in images],
@@ -55,21 +68,12 @@ def write_split(images: np.ndarray, labels: np.ndarray, path: Path) -> None:
     datasets.Dataset.from_dict(table, features=features).to_parquet(str(path))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
-    parser.add_argument("--output_dir", type=Path, default=OUTPUT_DIR)
-    parser.add_argument("--train_per_class", type=int, default=500)
-    parser.add_argument("--test_per_class", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
+def make_default_dataset(args: DefaultDatasetArguments) -> None:
     files = {name: args.source / f"{name}-ubyte.gz" for name in ("train-images-idx3", "train-labels-idx1")}
     files.update({name: args.source / f"{name}-ubyte.gz" for name in ("t10k-images-idx3", "t10k-labels-idx1")})
     missing = [str(p) for p in files.values() if not p.exists()]
     if missing:
-        print(f"error: Fashion-MNIST IDX files not found: {', '.join(missing)}", file=sys.stderr)
-        return 2
+        raise UsageError(f"Fashion-MNIST IDX files not found: {', '.join(missing)}; pass --source")
 
     rng = np.random.default_rng(args.seed)
     args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         path = args.output_dir / f"{split}.parquet"
         write_split(images[keep], labels[keep], path)
         print(f"{split}: {len(keep)} images -> {path} ({path.stat().st_size / 1e6:.2f} MB)")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(DefaultDatasetArguments, description=__doc__)
+    return run_cli(lambda: make_default_dataset(*parser.parse(argv)))
 
 
 if __name__ == "__main__":

@@ -6,79 +6,55 @@ python scripts/show_augmentations.py --dataset path/to/images --preset imagenet 
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass, field
 
-import torch
-from PIL import Image, ImageDraw
-
-from hf_simclr.augment import EvalTransform, SimCLRGPUAugment, TwoViewTransform, get_preset
-from hf_simclr.data import load_image_dataset
-
-PAD = 4
+from hf_simclr.augment.preview import augmentation_columns, augmentation_grid
+from hf_simclr.cli import ArgumentParser, run_cli
+from hf_simclr.data import dataset_load_kwargs
+from hf_simclr.errors import UsageError
 
 
-def _to_pil(image: torch.Tensor, cell: int) -> Image.Image:
-    pixels = image.clamp(0, 1).mul(255).round().byte() if image.is_floating_point() else image
-    tile = Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy())
-    # Nearest keeps small images' pixels visible instead of smoothing them away.
-    resample = Image.Resampling.NEAREST if tile.width < cell else Image.Resampling.BILINEAR
-    return tile.resize((cell, cell), resample)
+@dataclass
+class ShowAugmentationsArguments:
+    dataset: str | None = field(
+        default=None, metadata={"help": "Hub id, image folder or parquet file (default: the embedded data)"}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub dataset"})
+    split: str = field(default="train", metadata={"help": "split the images come from"})
+    image_column: str = field(default="image", metadata={"help": "column holding the images"})
+    output: str = field(default="augmentations.png", metadata={"help": "PNG file to write"})
+    num_images: int = field(default=8, metadata={"help": "rows of the grid"})
+    preset: str | None = field(
+        default=None, metadata={"help": "imagenet, cifar or demo (default: demo for the embedded data, else imagenet)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the crops and colour parameters"})
+    cell: int = field(default=128, metadata={"help": "display size of each image in pixels"})
+
+    def __post_init__(self) -> None:
+        if self.num_images < 1 or self.cell < 8:
+            raise UsageError("--num_images must be at least 1 and --cell at least 8")
+        self.preset = self.preset or ("demo" if self.dataset is None else "imagenet")
 
 
-def make_grid(
-    source: str | None, split: str, image_column: str, num_images: int, preset: str, seed: int, cell: int
-) -> Image.Image:
-    recipe = get_preset(preset)
-    dataset = load_image_dataset(source, split=split, image_column=image_column)
-    samples = [example for _, example in zip(range(num_images * 4), dataset, strict=False)]
-    batch = {image_column: [s[image_column] for s in samples]}
-
-    torch.manual_seed(seed)  # the CPU transform's crops derive from torch's seed
-    whole = EvalTransform(recipe.size, crop_pct=1.0, image_column=image_column)(batch)
-    views = TwoViewTransform.from_preset(recipe, image_column=image_column, seed=seed)(batch)
-    kept = [i for i, v in enumerate(views["pixel_values"]) if v is not None][:num_images]
-    if not kept:
-        raise ValueError("none of the images could be decoded")
-    augment = SimCLRGPUAugment(recipe, seed=seed)
-    columns = [torch.stack([whole["pixel_values"][i] for i in kept])]
-    for key in ("pixel_values", "pixel_values_2"):
-        stacked = torch.stack([views[key][i] for i in kept])
-        columns.append(augment.apply_params(stacked, augment.sample_params(len(kept)), normalize=False))
-
-    header = 14
-    grid = Image.new("RGB", (3 * cell + 4 * PAD, header + len(kept) * (cell + PAD) + PAD), (255, 255, 255))
-    draw = ImageDraw.Draw(grid)
-    for col, title in enumerate(("image", "view 1", "view 2")):
-        draw.text((PAD + col * (cell + PAD), 2), title, fill=(0, 0, 0))
-        for row in range(len(kept)):
-            grid.paste(_to_pil(columns[col][row], cell), (PAD + col * (cell + PAD), header + row * (cell + PAD)))
-    return grid
+def show_augmentations(args: ShowAugmentationsArguments) -> None:
+    columns = augmentation_columns(
+        args.dataset,
+        args.split,
+        args.image_column,
+        args.num_images,
+        args.preset,
+        args.seed,
+        **dataset_load_kwargs(args.dataset_config),
+    )
+    grid = augmentation_grid(columns, args.cell)
+    grid.save(args.output, format="PNG")
+    print(f"wrote {args.output} ({grid.width}x{grid.height} px)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default=None, help="Hub id, image folder or parquet file (default: embedded data)")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--image_column", default="image")
-    parser.add_argument("--output", default="augmentations.png")
-    parser.add_argument("--num_images", type=int, default=8)
-    parser.add_argument("--preset", default=None, help="imagenet, cifar or demo (default: demo for the embedded data)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cell", type=int, default=128, help="display size of each image in pixels")
-    args = parser.parse_args(argv)
-    preset = args.preset or ("demo" if args.dataset is None else "imagenet")
-    try:
-        if args.num_images < 1 or args.cell < 8:
-            raise ValueError("--num_images must be at least 1 and --cell at least 8")
-        grid = make_grid(args.dataset, args.split, args.image_column, args.num_images, preset, args.seed, args.cell)
-        grid.save(args.output, format="PNG")
-    except Exception as error:  # a bad path, id or column: one line for the user, not a traceback
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.output} ({grid.width}x{grid.height} px)")
-    return 0
+    parser = ArgumentParser(ShowAugmentationsArguments, description=__doc__)
+    return run_cli(lambda: show_augmentations(*parser.parse(argv)))
 
 
 if __name__ == "__main__":

@@ -443,10 +443,18 @@ def hub_env(server: LocalHubHTTPServer, hf_home: Path, *, offline: bool = False)
         if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_")) and k.lower() not in _DROPPED_VARS
     }
     env.update(
-        HF_ENDPOINT=server.url, HF_HOME=str(hf_home), HF_TOKEN=server.store_token, HF_HUB_DISABLE_XET="1",
-        HF_HUB_OFFLINE="1" if offline else "0", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
-        NO_PROXY="127.0.0.1,localhost", PYTHONUNBUFFERED="1",
-    )  # fmt: skip
+        {
+            "HF_ENDPOINT": server.url,
+            "HF_HOME": str(hf_home),
+            "HF_TOKEN": server.store_token,
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_HUB_OFFLINE": "1" if offline else "0",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, run_python
+from helpers import run_push_cli, run_python
 from transformers import AutoModel, AutoModelForImageClassification, pipeline
 
 from hf_simclr import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
 from hf_simclr.configuration_simclr import BACKBONE_KWARGS_ALLOWED
-from hf_simclr.hub import InvalidModelFolderError, push_folder_to_hub
+from hf_simclr.errors import InvalidModelFolderError
+from hf_simclr.hub import push_folder_to_hub
 
 # timm.create_model arguments that read files, fetch weights or change what the model is
 REFUSED = [
@@ -89,6 +89,7 @@ def test_refused_backbone_kwarg_fails_every_loader_with_one_line(key, tiny_model
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_remote_code_refuses_every_key_without_hf_simclr(tiny_model_dir, tmp_path, marker_pickle):
     checkpoint, marker = marker_pickle
     folders = {
@@ -137,7 +138,7 @@ def test_config_refuses_keys_and_non_plain_values():
 
 
 def test_allowed_architecture_arguments_round_trip(tmp_path):
-    from hf_simclr.export import save_model
+    from hf_simclr.hub.export import save_model
 
     config = SimCLRConfig(
         backbone="resnet18",
@@ -156,22 +157,12 @@ def test_allowed_architecture_arguments_round_trip(tmp_path):
         assert torch.equal(loaded(x).pooler_output, model(x).pooler_output)
 
 
-def _push_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    spec = importlib.util.spec_from_file_location("push_to_hub_cli", REPO_ROOT / "scripts" / "push_to_hub.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.push_folder_to_hub = module.push_timm_folder_to_hub = None  # a refused folder must fail before any upload
-    try:
-        code = module.main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
-
-
-def test_push_refuses_a_folder_whose_config_does_not_validate(tiny_model_dir, tmp_path, marker_pickle, capsys):
+def test_push_refuses_a_folder_whose_config_does_not_validate(
+    tiny_model_dir, tmp_path, marker_pickle, capsys, monkeypatch
+):
     checkpoint, marker = marker_pickle
     folder = _folder_with(tiny_model_dir, tmp_path, {"checkpoint_path": str(checkpoint)})
-    code, err = _push_cli([str(folder), "org/name"], capsys)
+    code, err = run_push_cli([str(folder), "org/name"], capsys, monkeypatch)
     assert code == 2 and err.count("\n") == 1
     assert "config.json does not validate: backbone_kwargs must not set 'checkpoint_path'" in err
     # --push_to_hub goes through the same check before creating the repo

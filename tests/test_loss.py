@@ -6,38 +6,16 @@ import ast
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import REPO_ROOT, reference_nt_xent
 
 from hf_simclr.loss import NTXentLoss
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: waiting on a second thread (busy with other processes) costs more than it saves.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def reference_ntxent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
-    """The formula written out anchor by anchor in float64, independent of the implementation under test."""
-    views = [v / v.norm() for v in torch.cat([z1, z2]).detach().double()]
-    n = z1.shape[0]
-    total = 0.0
-    for i, anchor in enumerate(views):
-        positive = (i + n) % (2 * n)
-        sims = {k: float(anchor @ other) / temperature for k, other in enumerate(views) if k != i}
-        top = max(sims.values())
-        log_denominator = top + math.log(sum(math.exp(s - top) for s in sims.values()))
-        total += log_denominator - sims[positive]
-    return total / (2 * n)
+# Tiny tensors: waiting on a second thread (busy with other processes) costs more than it saves.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pairs(n: int, d: int, dtype: torch.dtype = torch.float64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,7 +31,7 @@ def test_value_matches_reference(mode: str, n: int, d: int, temperature: float) 
     z1, z2 = pairs(n, d)
     loss = NTXentLoss(temperature, mode=mode, block_size=4)(z1, z2)
     assert loss.dtype == torch.float64 and loss.dim() == 0
-    assert loss.item() == pytest.approx(reference_ntxent(z1, z2, temperature), rel=1e-12, abs=1e-12)
+    assert loss.item() == pytest.approx(reference_nt_xent(z1, z2, temperature), rel=1e-12, abs=1e-12)
 
 
 def test_official_tf_value_is_twice_this_one() -> None:
@@ -139,7 +117,7 @@ def test_extreme_logits_match_reference(mode: str, temperature: float) -> None:
     z1 = torch.stack([e[0], e[0], e[1], e[1]]).requires_grad_()
     z2 = (-z1.detach()).requires_grad_()
     loss = NTXentLoss(temperature, mode=mode, block_size=3)(z1, z2)
-    assert loss.item() == pytest.approx(reference_ntxent(z1, z2, temperature), rel=1e-5)
+    assert loss.item() == pytest.approx(reference_nt_xent(z1, z2, temperature), rel=1e-5)
     loss.backward()
     assert torch.isfinite(z1.grad).all() and torch.isfinite(z2.grad).all()
 

@@ -13,6 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
 # Loaded by path so the spawned workers import only torch (loss.py is standalone by design), not transformers.
 LOSS_PATH = Path(__file__).resolve().parents[1] / "hf_simclr" / "loss.py"
 D_IN, TEMPERATURE = 6, 0.2

@@ -1,215 +1,22 @@
-"""The two random views of SimCLR (Chen et al., 2020, appendix A), split where it is cheapest to compute.
-
-* CPU part, inside DataLoader workers (:class:`TwoViewTransform`): decode each image once, then twice a
-  RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3) and a horizontal flip, to uint8 tensors of the target size.
-* Accelerator part, on the batch (:class:`SimCLRGPUAugment`): colour jitter (p=0.8, random order), grayscale (p=0.2),
-  Gaussian blur (p=0.5) and normalisation, with parameters drawn independently per sample and per view.
+"""The accelerator half of the two views (:class:`SimCLRGPUAugment`), on the batch: colour jitter (p=0.8, random
+order), grayscale (p=0.2), Gaussian blur (p=0.5) and normalisation, with parameters drawn independently per sample and
+per view.
 
 Each colour operation follows the formula of ``torchvision.transforms.v2.functional`` on float images in [0, 1].
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import torch
 
-from .decode import Box, decode_crops
+from .presets import IMAGENET_MEAN, IMAGENET_STD, AugmentPreset, get_preset
 
-logger = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision and PIL
 _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = range(4)
-
-
-@dataclass(frozen=True)
-class AugmentPreset:
-    """One SimCLR augmentation recipe; ``jitter_strength`` is the paper's colour distortion strength s."""
-
-    size: int
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    jitter_strength: float = 1.0
-    jitter_p: float = 0.8
-    grayscale_p: float = 0.2
-    blur_p: float = 0.5
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-
-
-PRESETS: dict[str, AugmentPreset] = {
-    "imagenet": AugmentPreset(size=224),
-    "cifar": AugmentPreset(size=32, jitter_strength=0.5, blur_p=0.0),
-    # Small grayscale images (the embedded Fashion-MNIST data): 8 % crops of a 28 px image keep too little object.
-    "demo": AugmentPreset(size=32, crop_scale=(0.2, 1.0), jitter_strength=0.5, blur_p=0.0),
-}
-
-
-def get_preset(name: str) -> AugmentPreset:
-    if name not in PRESETS:
-        raise ValueError(f"unknown augmentation preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]
-
-
-# ------------------------------------------------------------------------------------------------------- CPU part
-
-
-def random_resized_crop_box(
-    width: int, height: int, scale: Sequence[float], ratio: Sequence[float], rng: random.Random
-) -> Box:
-    """The crop of ``torchvision.transforms.RandomResizedCrop.get_params``: 10 tries, then a central crop."""
-    area = width * height
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target_area = area * rng.uniform(scale[0], scale[1])
-        aspect = math.exp(rng.uniform(*log_ratio))
-        w = round(math.sqrt(target_area * aspect))
-        h = round(math.sqrt(target_area / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            return rng.randint(0, width - w), rng.randint(0, height - h), w, h
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        w, h = width, round(width / min(ratio))
-    elif in_ratio > max(ratio):
-        w, h = round(height * max(ratio)), height
-    else:
-        w, h = width, height
-    return (width - w) // 2, (height - h) // 2, max(w, 1), max(h, 1)
-
-
-class _BatchTransform:
-    """Shared batch handling: per-sample failures become ``None`` (counted by :func:`collate_views`)."""
-
-    output_keys: tuple[str, ...] = ("pixel_values",)
-
-    def __init__(self, image_column: str = "image", label_column: str | None = "label", seed: int | None = None):
-        self.image_column = image_column
-        self.label_column = label_column
-        self.seed = seed
-        self._rng_key: tuple[int, int] | None = None
-        self._rng = random.Random()
-        self._warned = False
-
-    def rng(self) -> random.Random:
-        """A Python RNG reseeded per process from ``torch.initial_seed()``, which DataLoader sets per worker."""
-        key = (os.getpid(), torch.initial_seed())
-        if key != self._rng_key:
-            self._rng_key = key
-            self._rng = random.Random(f"{self.seed}-{key[1]}")
-        return self._rng
-
-    def process(self, value: Any, rng: random.Random) -> tuple[torch.Tensor, ...]:
-        raise NotImplementedError
-
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        if self.image_column not in batch:
-            raise ValueError(
-                f"image column {self.image_column!r} not in the batch (columns: {sorted(batch)}); "
-                "pass --image_column with the right name"
-            )
-        rng = self.rng()
-        outputs: dict[str, list] = {key: [] for key in self.output_keys}
-        for value in batch[self.image_column]:
-            try:
-                tensors: tuple[Any, ...] = self.process(value, rng)
-            except Exception as error:  # corrupt or truncated file: skip it, never stop a worker
-                tensors = (None,) * len(self.output_keys)
-                log = logger.debug if self._warned else logger.warning
-                self._warned = True
-                log("skipping an unreadable image (%s: %s)", type(error).__name__, error)
-            for key, tensor in zip(self.output_keys, tensors, strict=True):
-                outputs[key].append(tensor)
-        if self.label_column is not None and self.label_column in batch:
-            outputs["labels"] = list(batch[self.label_column])
-        return outputs
-
-
-class TwoViewTransform(_BatchTransform):
-    """Batch transform for ``dataset.with_transform``: two random crops + flips per image, uint8 (3, size, size).
-
-    Returns ``{"pixel_values": [...], "pixel_values_2": [...], "labels": [...]}`` (labels only if the batch has
-    ``label_column``); an unreadable image gives ``None`` in both views and is dropped and counted by
-    :func:`collate_views`. Randomness comes from a per-process RNG derived from ``seed`` and ``torch.initial_seed()``,
-    so DataLoader workers draw different crops and a run seeded with ``torch.manual_seed`` is reproducible.
-    """
-
-    output_keys = ("pixel_values", "pixel_values_2")
-
-    def __init__(
-        self,
-        size: int = 224,
-        scale: Sequence[float] = (0.08, 1.0),
-        ratio: Sequence[float] = (3 / 4, 4 / 3),
-        flip_p: float = 0.5,
-        image_column: str = "image",
-        label_column: str | None = "label",
-        seed: int | None = None,
-    ):
-        super().__init__(image_column=image_column, label_column=label_column, seed=seed)
-        self.size, self.scale, self.ratio, self.flip_p = size, tuple(scale), tuple(ratio), flip_p
-
-    @classmethod
-    def from_preset(cls, preset: str | AugmentPreset, **kwargs: Any) -> TwoViewTransform:
-        preset = get_preset(preset) if isinstance(preset, str) else preset
-        kwargs.setdefault("size", preset.size)
-        kwargs.setdefault("scale", preset.crop_scale)
-        return cls(**kwargs)
-
-    def process(self, value: Any, rng: random.Random) -> tuple[torch.Tensor, ...]:
-        def boxes(width: int, height: int) -> list[Box]:
-            return [random_resized_crop_box(width, height, self.scale, self.ratio, rng) for _ in range(2)]
-
-        views = decode_crops(value, self.size, boxes)
-        return tuple(v.flip(-1) if rng.random() < self.flip_p else v for v in views)
-
-
-class EvalTransform(_BatchTransform):
-    """Deterministic single view for kNN monitoring / linear evaluation: centre square crop of ``crop_pct`` of the
-    short side, resized to ``size``; returns ``{"pixel_values": [...], "labels": [...]}`` as ``TwoViewTransform``."""
-
-    def __init__(
-        self, size: int = 224, crop_pct: float = 0.875, image_column: str = "image", label_column: str | None = "label"
-    ):
-        super().__init__(image_column=image_column, label_column=label_column)
-        self.size, self.crop_pct = size, crop_pct
-
-    def process(self, value: Any, rng: random.Random) -> tuple[torch.Tensor, ...]:
-        def boxes(width: int, height: int) -> list[Box]:
-            side = max(1.0, min(width, height) * self.crop_pct)
-            return [((width - side) / 2, (height - side) / 2, side, side)]
-
-        return (decode_crops(value, self.size, boxes)[0],)
-
-
-def _stack_chw(tensors: list[torch.Tensor]) -> torch.Tensor:
-    # Stack in HWC order so the (B, 3, S, S) batch is channels_last in memory, the layout conv nets run fastest in.
-    return torch.stack([t.permute(1, 2, 0) for t in tensors]).permute(0, 3, 1, 2)
-
-
-def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """DataLoader ``collate_fn`` for the transforms above: uint8 ``pixel_values`` (and ``pixel_values_2``) of shape
-    (B, 3, S, S), ``labels`` if present, and ``num_skipped``: how many samples of this batch could not be decoded
-    (dropped, so B may be smaller than the batch size, and 0 when every sample failed)."""
-    kept = [s for s in samples if s.get("pixel_values") is not None]
-    batch: dict[str, Any] = {"num_skipped": torch.tensor(len(samples) - len(kept))}
-    for key in ("pixel_values", "pixel_values_2"):
-        if samples and key in samples[0]:
-            batch[key] = _stack_chw([s[key] for s in kept]) if kept else torch.zeros((0, 3, 0, 0), dtype=torch.uint8)
-    if samples and "labels" in samples[0]:
-        labels = [s["labels"] for s in kept]
-        is_int = all(isinstance(label, (int, np.integer)) for label in labels)
-        batch["labels"] = torch.tensor(labels, dtype=torch.long) if is_int else labels  # e.g. string labels: as-is
-    return batch
-
-
-# ---------------------------------------------------------------------------------------------- accelerator part
 
 
 def rgb_to_grayscale(images: torch.Tensor) -> torch.Tensor:
@@ -423,3 +230,14 @@ class SimCLRGPUAugment(torch.nn.Module):
             f"jitter_strength={self.jitter_strength}, jitter_p={self.jitter_p}, grayscale_p={self.grayscale_p}, "
             f"blur_p={self.blur_p}, blur_sigma={self.blur_sigma}"
         )
+
+
+__all__ = [
+    "SimCLRGPUAugment",
+    "ViewParams",
+    "adjust_hue",
+    "blend_jitter",
+    "blur_kernel_size",
+    "gaussian_blur",
+    "rgb_to_grayscale",
+]

@@ -1,7 +1,4 @@
-"""Robust decoding of one image sample to RGB: any PIL mode, EXIF orientation, reduced-size JPEG decoding.
-
-Kept apart from :mod:`hf_simclr.data` so that the augmentations run where the ``datasets`` package is not installed.
-"""
+"""Robust decoding of one image sample to RGB: any PIL mode, EXIF orientation, reduced-size JPEG decoding."""
 
 from __future__ import annotations
 
@@ -88,29 +85,28 @@ def decode_crops(value: Any, size: int, make_boxes: Callable[[int, int], list[Bo
     boxes = make_boxes(*upright)
     reduction = min(min(w, h) for _, _, w, h in boxes) / size
     if image.format in ("JPEG", "MPO") and reduction < 2 and (pixels := _decode_jpeg(value)) is not None:
-        return [
-            resized_crop(pixels, round(y), round(x), max(1, round(h)), max(1, round(w)), [size, size], antialias=True)
-            .permute(1, 2, 0).contiguous().permute(2, 0, 1)  # HWC memory: batches stack to channels_last
-            for x, y, w, h in boxes
-        ]  # fmt: skip
+        return [_crop_tensor(pixels, box, size) for box in boxes]
     if reduction >= 2:
         image.draft(None, (math.ceil(width / reduction), math.ceil(height / reduction)))  # no-op unless JPEG
     image.load()
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
     image = to_rgb(image)
-    sx, sy = image.width / upright[0], image.height / upright[1]
-    return [
-        _to_tensor(
-            image.resize(
-                (size, size),
-                Image.Resampling.BILINEAR,
-                box=(x * sx, y * sy, (x + w) * sx, (y + h) * sy),
-                reducing_gap=3.0,
-            )
-        )  # fmt: skip
-        for x, y, w, h in boxes
-    ]
+    scale = (image.width / upright[0], image.height / upright[1])
+    return [_crop_image(image, box, scale, size) for box in boxes]
+
+
+def _crop_tensor(pixels: torch.Tensor, box: Box, size: int) -> torch.Tensor:
+    x, y, w, h = box
+    crop = resized_crop(pixels, round(y), round(x), max(1, round(h)), max(1, round(w)), [size, size], antialias=True)
+    return crop.permute(1, 2, 0).contiguous().permute(2, 0, 1)  # HWC memory: batches stack to channels_last
+
+
+def _crop_image(image: Image.Image, box: Box, scale: tuple[float, float], size: int) -> torch.Tensor:
+    """``box`` (in upright coordinates) of a decoded image that may be smaller by ``scale``, resized to ``size``."""
+    (x, y, w, h), (sx, sy) = box, scale
+    region = (x * sx, y * sy, (x + w) * sx, (y + h) * sy)
+    return _to_tensor(image.resize((size, size), Image.Resampling.BILINEAR, box=region, reducing_gap=3.0))
 
 
 def _decode_jpeg(value: Any) -> torch.Tensor | None:

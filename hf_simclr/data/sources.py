@@ -3,7 +3,8 @@ streamed, or the embedded default data.
 
 Image columns are returned undecoded (``datasets.Image(decode=False)``): decoding happens in the transforms of
 :mod:`hf_simclr.augment`, where a corrupt file can be skipped instead of crashing a DataLoader worker, and where JPEGs
-can be decoded at reduced size.
+can be decoded at reduced size. Errors a user can fix (a missing split, column or file) are
+:class:`hf_simclr.errors.UsageError` s naming the flag to change.
 """
 
 from __future__ import annotations
@@ -17,20 +18,17 @@ from typing import Any
 
 import datasets
 
-from .decode import Box, decode_crops, decode_image, open_image, to_rgb
-
-__all__ = ["Box", "decode_crops", "decode_image", "open_image", "to_rgb"]  # decoding, re-exported for convenience
+from ..errors import UsageError
+from .decode import decode_image
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "default_data"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "default_data"
 DEFAULT_SPLITS = ("train", "test")
 DEFAULT_LABEL_COLUMN = "label"
+HELD_OUT_SPLITS = ("validation", "test")  # tried in this order when no held-out split is named
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
 AnyDataset = datasets.Dataset | datasets.IterableDataset
-
-
-# ------------------------------------------------------------------------------------------------------------ loading
 
 
 def _has_image_files(folder: Path) -> bool:
@@ -42,7 +40,7 @@ def _load_default(split: str) -> datasets.Dataset:
 
     path = DEFAULT_DATA_DIR / f"{split}.parquet"
     if split not in DEFAULT_SPLITS or not path.exists():
-        raise ValueError(f"the default dataset has splits {', '.join(DEFAULT_SPLITS)}; got split {split!r}")
+        raise UsageError(f"the default dataset has splits {', '.join(DEFAULT_SPLITS)}; got split {split!r}")
     # In memory straight from parquet: no cache files, no locks, same object in every process.
     table = datasets.table.InMemoryTable(pq.read_table(path))
     return datasets.Dataset(table, split=datasets.NamedSplit(split), fingerprint=f"hf-simclr-default-{split}-v1")
@@ -54,7 +52,7 @@ def _load_source(source: Any, split: str, streaming: bool, load_kwargs: dict[str
         return dataset.to_iterable_dataset(num_shards=8) if streaming else dataset
     if isinstance(source, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         if split not in source:
-            raise ValueError(f"split {split!r} not found; available splits: {', '.join(source)}")
+            raise UsageError(f"split {split!r} not found; available splits: {', '.join(source)}")
         source = source[split]
     elif isinstance(source, (datasets.Dataset, datasets.IterableDataset)):
         _check_single_split(source, split, getattr(source, "split", None))
@@ -76,7 +74,7 @@ def _load_source(source: Any, split: str, streaming: bool, load_kwargs: dict[str
         suffix = Path(files[0]).suffix.lower()
         builder = {".parquet": "parquet", ".arrow": "arrow"}.get(suffix)
         if builder is None:
-            raise ValueError(f"unsupported data file {files[0]!r}: pass .parquet or .arrow files, a folder or a Hub id")
+            raise UsageError(f"unsupported data file {files[0]!r}: pass .parquet or .arrow files, a folder or a Hub id")
         _check_single_split(files if len(files) > 1 else files[0], split, None)
         return datasets.load_dataset(
             builder, data_files={"train": files}, split="train", streaming=streaming, **load_kwargs
@@ -90,7 +88,7 @@ def _check_single_split(source: Any, split: str, own_split: Any) -> None:
     if split == "train" or (own_split is not None and str(own_split) == split):
         return
     name = source if isinstance(source, (str, os.PathLike, list)) else type(source).__name__
-    raise ValueError(
+    raise UsageError(
         f"{name} holds a single split, not {split!r}: pass a folder or Hub dataset that has a {split!r} split "
         "(e.g. train.parquet and test.parquet in one folder)"
     )
@@ -116,7 +114,7 @@ def check_images(dataset: AnyDataset, image_column: str = "image", num_samples: 
         except Exception:
             failures += 1
     if values and failures == len(values):
-        raise ValueError(
+        raise UsageError(
             f"none of the first {len(values)} images in column {image_column!r} could be decoded: "
             "the files are corrupt or not images (check --dataset / --image_column)"
         )
@@ -153,7 +151,7 @@ def load_image_dataset(
     if features is not None and image_column not in features:
         image_columns = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
         hint = f"--image_column {image_columns[0]}" if image_columns else "--image_column <name>"
-        raise ValueError(f"image column {image_column!r} not found; available columns: {columns}; pass {hint}")
+        raise UsageError(f"image column {image_column!r} not found; available columns: {columns}; pass {hint}")
     if features is not None and isinstance(features[image_column], datasets.Image):
         dataset = dataset.cast_column(image_column, datasets.Image(decode=decode))
     if check > 0:
@@ -179,6 +177,63 @@ def find_label_column(dataset: AnyDataset, label_column: str | None = None) -> t
         if isinstance(features.get(name), datasets.ClassLabel):
             return name, list(features[name].names)
     return None
+
+
+def find_held_out_split(
+    source: Any, split: str | None, image_column: str = "image", **load_kwargs: Any
+) -> tuple[AnyDataset, str] | None:
+    """``(dataset, split name)`` of the held-out split ``split`` (``--eval_split``), or else of the first of
+    ``HELD_OUT_SPLITS`` that ``source`` has; ``None`` when it has neither. Images are not checked here."""
+    if split:
+        try:
+            return load_image_dataset(source, split=split, image_column=image_column, check=0, **load_kwargs), split
+        except (ValueError, KeyError) as error:
+            raise UsageError(f"--eval_split {split}: {error}") from error
+    for candidate in HELD_OUT_SPLITS:
+        try:
+            dataset = load_image_dataset(source, split=candidate, image_column=image_column, check=0, **load_kwargs)
+        except (ValueError, KeyError):
+            continue
+        return dataset, candidate
+    return None
+
+
+def load_labelled_split(
+    source: Any = None,
+    split: str = "train",
+    image_column: str = "image",
+    label_column: str | None = None,
+    **load_kwargs: Any,
+) -> tuple[datasets.Dataset, str, list[str]]:
+    """One split of a labelled image dataset (``None``: the embedded default data): ``(dataset, label column, class
+    names)``. Without ``label_column``, the first ``ClassLabel`` column, else ``"label"``.
+
+    Images stay undecoded; string labels are encoded to class ids. Raises ``UsageError`` naming the fix.
+    """
+    try:
+        ds = load_image_dataset(source, split=split, image_column=image_column, check=4, **load_kwargs)
+    except (KeyError, datasets.exceptions.DatasetNotFoundError) as error:
+        raise UsageError(f"split {split!r} of {source or 'the default dataset'}: {error}") from error
+    if not isinstance(ds, datasets.Dataset):
+        raise UsageError("evaluation needs a map-style dataset; do not pass a streaming dataset")
+    found = find_label_column(ds, label_column)
+    column = label_column or (found[0] if found else DEFAULT_LABEL_COLUMN)
+    if column not in ds.column_names:
+        found = find_label_column(ds)
+        hint = f"--label_column {found[0]}" if found else "--label_column <name>"
+        raise UsageError(f"label column {column!r} not found; available columns: {ds.column_names}; pass {hint}")
+    if found is not None and found[0] == column:
+        return ds, column, found[1]
+    dtype = getattr(ds.features[column], "dtype", None)
+    if dtype == "string":
+        ds = ds.class_encode_column(column)
+        return ds, column, list(ds.features[column].names)
+    if dtype is None or not dtype.startswith(("int", "uint")):
+        raise UsageError(f"label column {column!r} holds {dtype or 'non-scalar'} values; it must hold class ids")
+    labels = ds[column]
+    if labels and min(labels) < 0:
+        raise UsageError(f"label column {column!r} has negative values; unlabelled rows cannot be evaluated")
+    return ds, column, [str(i) for i in range(max(labels) + 1 if labels else 0)]
 
 
 def shard_for_process(dataset: AnyDataset, rank: int, world_size: int) -> AnyDataset:

@@ -9,9 +9,9 @@ augmentation; learning rate 0.1 x B / 256). The saved folder loads with ``pipeli
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,29 +23,87 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForImageClassification
 
-from .data import dataset_load_kwargs
-from .decode import decode_image
-from .evaluate import ImageProcessorCollate, class_balanced_split
-from .export import build_image_processor, save_model
-from .linear_eval import add_labelled_data_arguments, dataset_names, load_labelled_split
-from .optim import build_schedule, scaled_learning_rate
+from ..cli import ArgumentParser
+from ..data import DatasetArguments, decode_image
+from ..errors import UsageError
+from ..hub.card import update_model_card
+from ..hub.export import build_image_processor, save_model
+from ..hub.records import FINETUNE_LOG, RunLog, dataset_names, write_eval_results
+from ..training.optim import build_schedule, scaled_learning_rate
+from .features import ImageProcessorCollate
+from .linear_eval import load_train_and_held_out
+from .linear_probe import class_balanced_split
 
-FINETUNE_LOG = "finetune_log.jsonl"
+
+@dataclass(kw_only=True)
+class FinetuneArguments(DatasetArguments):
+    """Arguments of `scripts/finetune.py`: the dataset flags, the model, the label fraction and the optimisation."""
+
+    model: str = field(metadata={"help": "SimCLR model folder or Hub id (SimCLRModel or SimCLRForImageClassification)"})
+    output_dir: str = field(metadata={"help": "folder for the fine-tuned model, results and card"})
+    label_fraction: float = field(
+        default=1.0, metadata={"help": "share of the training labels used, per class (the paper: 0.01, 0.1, 1.0)"}
+    )
+    freeze_encoder: bool = field(default=False, metadata={"help": "train only the classifier (linear evaluation)"})
+    epochs: int = field(default=10, metadata={"help": "passes over the (sampled) training data"})
+    learning_rate: float | None = field(
+        default=None, metadata={"help": "default: 0.05 x B / 256 (0.1 x B / 256 when frozen)"}
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "weight decay (the paper uses none when fine-tuning)"})
+    per_device_batch_size: int = field(default=64, metadata={"help": "images per process per step"})
+    min_crop_scale: float = field(default=0.08, metadata={"help": "smallest crop area of the random resized crop"})
+    num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes per process"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "replace a model already in --output_dir"})
+    seed: int = field(default=0, metadata={"help": "seed of the label sample, the classifier and the augmentation"})
+
+    def __post_init__(self) -> None:
+        if not 0 < self.label_fraction <= 1:
+            raise UsageError(f"--label_fraction must be in (0, 1], e.g. 0.01, 0.1 or 1.0; got {self.label_fraction}")
+        for name in ("epochs", "per_device_batch_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise UsageError(f"--learning_rate must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0 or self.num_workers < 0:
+            raise UsageError("--weight_decay and --num_workers must be 0 or more")
+        if not 0 < self.min_crop_scale <= 1:
+            raise UsageError(f"--min_crop_scale must be in (0, 1], got {self.min_crop_scale}")
+        output_dir = Path(self.output_dir)
+        if output_dir.is_file():
+            raise UsageError(f"--output_dir {output_dir} is a file; choose a folder")
+        if Path(self.model).is_dir() and output_dir.resolve() == Path(self.model).resolve():
+            raise UsageError("--output_dir is the --model folder; choose a new folder for the fine-tuned model")
+        if (output_dir / "config.json").is_file() and not self.overwrite_output_dir:
+            raise UsageError(f"--output_dir {output_dir} holds a model; pass --overwrite_output_dir or another folder")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> FinetuneArguments:
+    """`scripts/finetune.py`'s arguments from `argv` (default: the command line) or the JSON/YAML file it names."""
+    parser = ArgumentParser(
+        FinetuneArguments,
+        description="Fine-tune a SimCLR checkpoint for image classification with Accelerate (run with "
+        "`accelerate launch scripts/finetune.py ...` for several GPUs or mixed precision).",
+    )
+    (args,) = parser.parse(argv)
+    return args
 
 
 class CropFlipCollate:
     """DataLoader ``collate_fn`` for training rows: decode, random resized crop, horizontal flip, normalise."""
 
-    def __init__(self, size: int, min_scale: float, mean: list[float], std: list[float], image_column: str,
-                 label_column: str) -> None:  # fmt: skip
+    def __init__(
+        self, size: int, min_scale: float, mean: list[float], std: list[float], image_column: str, label_column: str
+    ) -> None:
         self.image_column, self.label_column = image_column, label_column
-        self.transform = v2.Compose([
-            v2.PILToTensor(),
-            v2.RandomResizedCrop(size, scale=(min_scale, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean, std),
-        ])  # fmt: skip
+        self.transform = v2.Compose(
+            [
+                v2.PILToTensor(),
+                v2.RandomResizedCrop(size, scale=(min_scale, 1.0), antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(mean, std),
+            ]
+        )
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         images = [self.transform(decode_image(row[self.image_column])) for row in rows]
@@ -53,60 +111,13 @@ class CropFlipCollate:
         return {"pixel_values": torch.stack(images), "labels": labels}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Fine-tune a SimCLR checkpoint for image classification with Accelerate (run with "
-        "`accelerate launch scripts/finetune.py ...` for several GPUs or mixed precision).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add = parser.add_argument
-    add("--model", required=True, help="SimCLR model folder or Hub id (SimCLRModel or SimCLRForImageClassification)")
-    add_labelled_data_arguments(parser, train_help="split to train on")
-    add("--label_fraction", type=float, default=1.0, help="share of the training labels used, per class (the paper: "
-        "0.01, 0.1, 1.0)")  # fmt: skip
-    add("--freeze_encoder", action="store_true", help="train only the classifier (linear evaluation)")
-    add("--epochs", type=int, default=10, help="passes over the (sampled) training data")
-    add("--learning_rate", type=float, default=None, help="default: 0.05 x B / 256 (0.1 x B / 256 when frozen)")
-    add("--weight_decay", type=float, default=0.0, help="weight decay (the paper uses none when fine-tuning)")
-    add("--per_device_batch_size", type=int, default=64, help="images per process per step")
-    add("--min_crop_scale", type=float, default=0.08, help="smallest crop area of the random resized crop")
-    add("--num_workers", type=int, default=2, help="DataLoader worker processes per process")
-    add("--output_dir", required=True, help="folder for the fine-tuned model, results and card")
-    add("--overwrite_output_dir", action="store_true", help="replace a model already in --output_dir")
-    add("--seed", type=int, default=0, help="seed of the label sample, the classifier and the augmentation")
-    return parser
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
-    if not 0 < args.label_fraction <= 1:
-        raise ValueError(f"--label_fraction must be in (0, 1], e.g. 0.01, 0.1 or 1.0; got {args.label_fraction}")
-    for name in ("epochs", "per_device_batch_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.learning_rate is not None and args.learning_rate <= 0:
-        raise ValueError(f"--learning_rate must be > 0, got {args.learning_rate}")
-    if args.weight_decay < 0 or args.num_workers < 0:
-        raise ValueError("--weight_decay and --num_workers must be 0 or more")
-    if not 0 < args.min_crop_scale <= 1:
-        raise ValueError(f"--min_crop_scale must be in (0, 1], got {args.min_crop_scale}")
-    output_dir = Path(args.output_dir)
-    if output_dir.is_file():
-        raise ValueError(f"--output_dir {output_dir} is a file; choose a folder")
-    if Path(args.model).is_dir() and output_dir.resolve() == Path(args.model).resolve():
-        raise ValueError("--output_dir is the --model folder; choose a new folder for the fine-tuned model")
-    if (output_dir / "config.json").is_file() and not args.overwrite_output_dir:
-        raise ValueError(f"--output_dir {output_dir} holds a model; pass --overwrite_output_dir or another folder")
-    return args
-
-
-def _load_model(args: argparse.Namespace, class_names: list[str]) -> torch.nn.Module:
+def _load_model(args: FinetuneArguments, class_names: list[str]) -> torch.nn.Module:
     try:
         config = AutoConfig.from_pretrained(args.model)
     except OSError as error:
-        raise ValueError(f"--model {args.model}: no config.json found; pass a SimCLR model folder or Hub id") from error
+        raise UsageError(f"--model {args.model}: no config.json found; pass a SimCLR model folder or Hub id") from error
     if config.model_type != "simclr":
-        raise ValueError(
+        raise UsageError(
             f"--model {args.model} is a {config.model_type!r} model; fine-tuning needs a SimCLR checkpoint "
             "(use scripts/linear_eval.py to evaluate other backbones)"
         )
@@ -119,6 +130,27 @@ def _load_model(args: argparse.Namespace, class_names: list[str]) -> torch.nn.Mo
         freeze_encoder=args.freeze_encoder,
         ignore_mismatched_sizes=True,  # a classifier checkpoint with another number of classes
     )
+
+
+def _loaders(args: FinetuneArguments, train_ds: Any, test_ds: Any, label_column: str, config: Any) -> tuple:
+    """Training batches (random crop + flip) and test batches (the model's evaluation preprocessing)."""
+    columns = [args.image_column, label_column]
+    crop_flip = CropFlipCollate(config.image_size, args.min_crop_scale, config.image_mean, config.image_std, *columns)
+    train_loader = DataLoader(
+        train_ds.select_columns(columns),
+        batch_size=args.per_device_batch_size,
+        shuffle=True,
+        num_workers=args.num_workers,
+        generator=torch.Generator().manual_seed(args.seed),
+        collate_fn=crop_flip,
+    )
+    test_loader = DataLoader(
+        test_ds.select_columns(columns),
+        batch_size=args.per_device_batch_size,
+        num_workers=args.num_workers,
+        collate_fn=ImageProcessorCollate(build_image_processor(config), *columns),
+    )
+    return train_loader, test_loader
 
 
 @torch.no_grad()
@@ -135,34 +167,15 @@ def _evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerat
     return {"finetune_top1": correct1 / max(total, 1), "finetune_top5": correct5 / max(total, 1)}
 
 
-def finetune(args: argparse.Namespace) -> dict[str, float]:
-    """Fine-tune as described by ``args`` (see :func:`build_parser`); returns test top-1 / top-5 (fractions)."""
-    from .plots import missing_plot_packages, plot_training_curves
-    from .results import update_model_card, write_eval_results
-
+def finetune(args: FinetuneArguments) -> dict[str, float]:
+    """Fine-tune as described by ``args``; returns test top-1 / top-5 (fractions in [0, 1])."""
     accelerator = Accelerator()
     set_seed(args.seed)
-    load_kwargs = dataset_load_kwargs(args.dataset_config)
-    train_ds, class_names = load_labelled_split(
-        args.dataset, args.train_split, args.image_column, args.label_column, **load_kwargs
-    )
-    test_ds, _ = load_labelled_split(args.dataset, args.test_split, args.image_column, args.label_column, **load_kwargs)
-    kept, _ = class_balanced_split(torch.tensor(train_ds[args.label_column]), args.label_fraction, args.seed)
+    (train_ds, label_column, class_names), (test_ds, _, _), split = load_train_and_held_out(args)
+    kept, _ = class_balanced_split(torch.tensor(train_ds[label_column]), args.label_fraction, args.seed)
     train_ds = train_ds.select(kept.tolist())
     model = _load_model(args, class_names)
-    config = model.config
-
-    columns = [args.image_column, args.label_column]
-    train_loader = DataLoader(
-        train_ds.select_columns(columns), batch_size=args.per_device_batch_size, shuffle=True,
-        num_workers=args.num_workers, generator=torch.Generator().manual_seed(args.seed),
-        collate_fn=CropFlipCollate(config.image_size, args.min_crop_scale, config.image_mean, config.image_std,
-                                   *columns),
-    )  # fmt: skip
-    test_loader = DataLoader(
-        test_ds.select_columns(columns), batch_size=args.per_device_batch_size, num_workers=args.num_workers,
-        collate_fn=ImageProcessorCollate(build_image_processor(config), *columns),
-    )  # fmt: skip
+    train_loader, test_loader = _loaders(args, train_ds, test_ds, label_column, model.config)
     global_batch = args.per_device_batch_size * accelerator.num_processes
     lr = args.learning_rate or scaled_learning_rate(0.1 if args.freeze_encoder else 0.05, global_batch, "linear")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -171,16 +184,47 @@ def finetune(args: argparse.Namespace) -> dict[str, float]:
     # not prepared: Accelerate's wrapper would step it once per process per optimizer step
     scheduler = build_schedule(optimizer, 0, total_steps)
     model, optimizer, train_loader, test_loader = accelerator.prepare(model, optimizer, train_loader, test_loader)
-
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    log_path = output_dir / FINETUNE_LOG
-    log_path.unlink(missing_ok=True)
+    log = RunLog(output_dir / FINETUNE_LOG)
+    log.clear()
+    _train(args, accelerator, model, optimizer, scheduler, train_loader, total_steps, log)
+    metrics = _evaluate(model, test_loader, accelerator)
+    accelerator.print(", ".join(f"{key} {100 * value:.2f}%" for key, value in metrics.items()))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_model(accelerator.unwrap_model(model).eval(), output_dir)
+        details = {
+            "base_model": args.model,
+            "label_fraction": args.label_fraction,
+            "num_train": len(train_ds),
+            "freeze_encoder": args.freeze_encoder,
+            "epochs": args.epochs,
+            "learning_rate": lr,
+            "global_batch_size": global_batch,
+            "weight_decay": args.weight_decay,
+        }
+        _write_results(args, split, metrics, details, log)
+        accelerator.print(f"model, results and card in {output_dir}")
+    accelerator.end_training()
+    return metrics
+
+
+def _train(
+    args: FinetuneArguments,
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    loader: DataLoader,
+    total_steps: int,
+    log: RunLog,
+) -> None:
     step = 0
     progress = tqdm(total=total_steps, desc="fine-tuning", disable=not accelerator.is_local_main_process)
     for _ in range(args.epochs):
         model.train()  # SimCLRForImageClassification keeps a frozen encoder in eval mode
-        for batch in train_loader:
+        for batch in loader:
             loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
             accelerator.backward(loss)
             optimizer.step()
@@ -189,42 +233,38 @@ def finetune(args: argparse.Namespace) -> dict[str, float]:
             step += 1
             progress.update()
             if accelerator.is_main_process and (step % 10 == 0 or step == total_steps):
-                row = {"step": step, "epoch": step / len(train_loader), "loss": loss.item()}
-                row["lr"] = scheduler.get_last_lr()[0]
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                log.write(step, step / len(loader), loss=loss.item(), lr=scheduler.get_last_lr()[0])
     progress.close()
-    metrics = _evaluate(model, test_loader, accelerator)
-    accelerator.print(", ".join(f"{key} {100 * value:.2f}%" for key, value in metrics.items()))
-
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model).eval()
-        save_model(unwrapped, output_dir)
-        dataset_name, dataset_id = dataset_names(args.dataset)
-        setting = "linear classifier on the frozen encoder" if args.freeze_encoder else "fine-tuned end to end"
-        labels_used = f"{100 * args.label_fraction:g}% of the labels"
-        base = Path(args.model).resolve().name if Path(args.model).exists() else args.model  # no local paths on cards
-        task_name = f"Image classification ({setting}, {labels_used})"
-        details = {
-            "base_model": args.model, "label_fraction": args.label_fraction, "num_train": len(train_ds),
-            "freeze_encoder": args.freeze_encoder, "epochs": args.epochs, "learning_rate": lr,
-            "global_batch_size": global_batch, "weight_decay": args.weight_decay,
-        }  # fmt: skip
-        write_eval_results(output_dir, "finetune", dataset_name, metrics, split=args.test_split, details=details)
-        update_model_card(
-            output_dir, metrics, dataset_name, split=args.test_split, dataset_id=dataset_id, task_name=task_name,
-            model_name=output_dir.resolve().name, pipeline_tag="image-classification",
-            intro=f"`{base}` {setting} on {len(train_ds)} labelled images ({labels_used} of "
-            f"{args.train_split}) with `hf_simclr`'s `scripts/finetune.py`; accuracy in %.",
-        )  # fmt: skip
-        if missing_plot_packages(tsne=False):
-            accelerator.print("no finetune_curves.png: pip install 'hf-simclr[plots]' to draw it")
-        else:
-            plot_training_curves(log_path, output_dir / "finetune_curves.png", loss_title="Cross-entropy loss")
-        accelerator.print(f"model, results and card in {output_dir}")
-    accelerator.end_training()
-    return metrics
 
 
-__all__ = ["CropFlipCollate", "build_parser", "finetune", "parse_args"]
+def _write_results(
+    args: FinetuneArguments, split: str, metrics: dict[str, float], details: dict[str, Any], log: RunLog
+) -> None:
+    """``eval_results.json``, the card (an image-classification model now) and the training curves."""
+    from .plots import missing_plot_packages, plot_training_curves
+
+    output_dir = Path(args.output_dir)
+    dataset_name, dataset_id = dataset_names(args.dataset)
+    setting = "linear classifier on the frozen encoder" if args.freeze_encoder else "fine-tuned end to end"
+    labels_used = f"{100 * args.label_fraction:g}% of the labels"
+    base = Path(args.model).resolve().name if Path(args.model).exists() else args.model  # no local paths on cards
+    write_eval_results(output_dir, "finetune", dataset_name, metrics, split=split, details=details)
+    update_model_card(
+        output_dir,
+        metrics,
+        dataset_name,
+        split=split,
+        dataset_id=dataset_id,
+        task_name=f"Image classification ({setting}, {labels_used})",
+        model_name=output_dir.resolve().name,
+        pipeline_tag="image-classification",
+        intro=f"`{base}` {setting} on {details['num_train']} labelled images ({labels_used} of "
+        f"{args.train_split}) with `hf_simclr`'s `scripts/finetune.py`; accuracy in %.",
+    )
+    if missing_plot_packages(tsne=False):
+        print("no finetune_curves.png: pip install 'hf-simclr[plots]' to draw it")
+    else:
+        plot_training_curves(log.path, output_dir / "finetune_curves.png", loss_title="Cross-entropy loss")
+
+
+__all__ = ["CropFlipCollate", "FinetuneArguments", "finetune", "parse_args"]

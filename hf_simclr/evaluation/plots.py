@@ -1,20 +1,12 @@
-"""Plots written next to evaluation results: a 2-D map of the features and the pretraining curves.
+"""Plots written next to evaluation results: a 2-D map of the features and the training curves.
 
-The training log is ``train_log.jsonl`` in the model folder, one JSON object a line, written by the trainer::
-
-    {"step": 100, "epoch": 2.0, "loss": 5.31, "lr": 0.29, ...}               # every log_every steps
-    {"step": 250, "epoch": 5.0, "knn_top1_k20": 0.71, "knn_top1_k200": 0.69} # after a kNN evaluation
-
-``step`` (optimizer steps) is required; ``epoch`` (float), ``loss``, ``lr`` and any ``knn_top1*`` accuracies
-(fractions in [0, 1]) are optional, so rows of different kinds can interleave. ``knn_*_random_init`` keys hold the
-same evaluation of the encoder before training and are drawn as a dashed baseline.
+The curves read a run's log (``train_log.jsonl``, see :mod:`hf_simclr.hub.records`): the loss, and the kNN accuracies
+against epochs, with the same evaluation at random initialisation as a dashed baseline.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,23 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..hub.records import RANDOM_INIT_SUFFIX, metric_name, read_train_log
+
 logger = logging.getLogger(__name__)
-
-TRAIN_LOG = "train_log.jsonl"
-
-
-def read_train_log(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a ``train_log.jsonl`` (see the module docstring); unparsable lines (e.g. a line cut short by an
-    interrupted run) and rows without ``step`` are skipped."""
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
-            rows.append(row)
-    return rows
 
 
 def missing_plot_packages(tsne: bool = True) -> list[str]:
@@ -57,11 +35,6 @@ def _figure(width: float, height: float, ncols: int = 1):
     return fig, fig.subplots(1, ncols, squeeze=False)[0]
 
 
-def _knn_label(key: str) -> str:
-    match = re.fullmatch(r"knn_top(\d+)_k(\d+)", key)
-    return f"kNN top-{match[1]} (k={match[2]})" if match else key
-
-
 def plot_training_curves(
     log: str | Path | Sequence[dict[str, Any]], path: str | Path, loss_title: str = "NT-Xent loss"
 ) -> Path | None:
@@ -70,7 +43,9 @@ def plot_training_curves(
     rows = read_train_log(log) if isinstance(log, (str, Path)) else list(log)
     x_key = "epoch" if rows and all("epoch" in row for row in rows) else "step"
     loss_rows = [row for row in rows if isinstance(row.get("loss"), (int, float))]
-    knn_keys = sorted({k for row in rows for k in row if k.startswith("knn_top") and not k.endswith("random_init")})
+    knn_keys = sorted(
+        {k for row in rows for k in row if k.startswith("knn_top") and not k.endswith(RANDOM_INIT_SUFFIX)}
+    )
     if not loss_rows and not knn_keys:
         return None
     fig, axes = _figure(10 if knn_keys else 5.5, 3.8, ncols=2 if knn_keys else 1)
@@ -83,11 +58,12 @@ def plot_training_curves(
         for i, key in enumerate(knn_keys):
             color = f"C{i + 1}"
             points = [(r[x_key], 100 * r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-            knn_ax.plot(*zip(*points, strict=True), marker="o", markersize=3, color=color, label=_knn_label(key))
-            baseline = [r[f"{key}_random_init"] for r in rows if isinstance(r.get(f"{key}_random_init"), (int, float))]
+            knn_ax.plot(*zip(*points, strict=True), marker="o", markersize=3, color=color, label=metric_name(key))
+            baseline_key = key + RANDOM_INIT_SUFFIX
+            baseline = [r[baseline_key] for r in rows if isinstance(r.get(baseline_key), (int, float))]
             if baseline:
-                knn_ax.axhline(100 * baseline[-1], color=color, linestyle="--", linewidth=1,
-                               label=f"{_knn_label(key)}, random init")  # fmt: skip
+                label = f"{metric_name(key)}, random init"
+                knn_ax.axhline(100 * baseline[-1], color=color, linestyle="--", linewidth=1, label=label)
         knn_ax.set(title="kNN accuracy on held-out data", xlabel=x_key, ylabel="accuracy (%)")
         knn_ax.legend(fontsize="small")
     for ax in axes:
@@ -144,4 +120,4 @@ def plot_embedding(
     return path
 
 
-__all__ = ["TRAIN_LOG", "plot_embedding", "plot_training_curves", "read_train_log"]
+__all__ = ["missing_plot_packages", "plot_embedding", "plot_training_curves"]

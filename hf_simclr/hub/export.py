@@ -9,12 +9,8 @@ import tempfile
 from pathlib import Path
 
 from timm.models import save_for_hf
-from transformers import BitImageProcessor
 
-from .modeling_simclr import SimCLRPreTrainedModel
-
-# Evaluation resizes the short side to image_size / CROP_PCT, then centre-crops image_size (224 -> 256 -> 224).
-CROP_PCT = 0.875
+from ..modeling_simclr import CROP_PCT, SimCLRPreTrainedModel, build_image_processor
 
 # Keys of a timm pretrained_cfg that describe the source checkpoint of the architecture, not these weights.
 _SOURCE_KEYS = (
@@ -31,21 +27,6 @@ _SOURCE_KEYS = (
 )
 
 
-def build_image_processor(config) -> BitImageProcessor:
-    """The evaluation preprocessing for a SimCLR config: resize, centre crop, normalise (a built-in class)."""
-    return BitImageProcessor(
-        do_resize=True,
-        size={"shortest_edge": round(config.image_size / CROP_PCT)},
-        resample=3,  # bicubic
-        do_center_crop=True,
-        crop_size={"height": config.image_size, "width": config.image_size},
-        do_normalize=True,
-        image_mean=list(config.image_mean),
-        image_std=list(config.image_std),
-        do_convert_rgb=True,
-    )
-
-
 def save_model(model: SimCLRPreTrainedModel, output_dir: str | Path) -> Path:
     """Save weights (safetensors), config with `auto_map`, code files and the image processor to `output_dir`.
 
@@ -55,8 +36,7 @@ def save_model(model: SimCLRPreTrainedModel, output_dir: str | Path) -> Path:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=".saving-") as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        build_image_processor(model.config).save_pretrained(tmp)
+        model.save_pretrained(tmp)  # safetensors weights, config, code and the image processor
         for path in Path(tmp).iterdir():
             path.replace(output_dir / path.name)
     return output_dir
@@ -96,3 +76,6 @@ def export_timm_encoder(model: SimCLRPreTrainedModel, output_dir: str | Path) ->
         for path in Path(tmp).iterdir():
             shutil.move(str(path), output_dir / path.name)
     return output_dir
+
+
+__all__ = ["CROP_PCT", "build_image_processor", "export_timm_encoder", "save_model"]

@@ -9,23 +9,33 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import HfApi
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
-from .configuration_simclr import SimCLRConfig
+from ..cli import ArgumentParser
+from ..configuration_simclr import SimCLRConfig
+from ..errors import HubPushError, InvalidModelFolderError, UsageError
+from .records import CHECKPOINTS
 
 __all__ = [
     "HubPushError",
     "InvalidModelFolderError",
+    "PushArguments",
+    "parse_push_args",
     "push_folder_to_hub",
+    "push_run",
     "push_timm_folder_to_hub",
     "retry_command",
     "validate_model_folder",
 ]
 
 # Pickled weights and training state never reach the Hub: the repo must be as safe to load as the safetensors
-# folder it came from. `.saving-*` is the scratch folder of an interrupted `hf_simclr.export.save_model`.
+# folder it came from. `.saving-*` is the scratch folder of an interrupted `hf_simclr.hub.export.save_model`.
 # Pickles never go up; training checkpoints and the timm export (its own repo) stay local.
 IGNORE_PATTERNS = [
     "*.bin",
@@ -37,18 +47,10 @@ IGNORE_PATTERNS = [
     "*.pyc",
     "__pycache__/",
     ".saving-*/",
-    "checkpoints/",
+    f"{CHECKPOINTS}/",
     "timm/",
 ]
 WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
-
-
-class InvalidModelFolderError(ValueError):
-    """The folder is not a saved model that can be pushed; nothing was uploaded."""
-
-
-class HubPushError(RuntimeError):
-    """The upload failed; every local file is kept and the message ends with the command that retries it."""
 
 
 def retry_command(
@@ -94,9 +96,9 @@ def validate_model_folder(folder: str | Path, *, kind: str = "simclr") -> Path:
     """
     folder = Path(folder)
     fix = (
-        "export it with hf_simclr.export.export_timm_encoder"
+        "export it with hf_simclr.hub.export.export_timm_encoder"
         if kind == "timm"
-        else "pass the output folder of a finished run (written by hf_simclr.export.save_model)"
+        else "pass the output folder of a finished run (written by hf_simclr.hub.export.save_model)"
     )
     if not folder.is_dir():
         raise InvalidModelFolderError(f"{folder} is not a directory: {fix}")
@@ -138,7 +140,6 @@ def validate_model_folder(folder: str | Path, *, kind: str = "simclr") -> Path:
 def _upload(
     folder: Path,
     repo_id: str,
-    *,
     private: bool,
     revision: str | None,
     commit_message: str,
@@ -191,15 +192,7 @@ def push_folder_to_hub(
     """
     folder = validate_model_folder(folder, kind="simclr")
     retry = retry or retry_command(folder, repo_id, private=private, revision=revision)
-    return _upload(
-        folder,
-        repo_id,
-        private=private,
-        revision=revision,
-        commit_message=commit_message,
-        token=token,
-        retry=retry,
-    )
+    return _upload(folder, repo_id, private, revision, commit_message, token, retry)
 
 
 def push_timm_folder_to_hub(
@@ -218,12 +211,60 @@ def push_timm_folder_to_hub(
     """
     folder = validate_model_folder(folder, kind="timm")
     retry = retry or f"push_timm_folder_to_hub({str(folder)!r}, {repo_id!r})"
-    return _upload(
-        folder,
-        repo_id,
-        private=private,
-        revision=revision,
-        commit_message=commit_message,
-        token=token,
-        retry=retry,
+    return _upload(folder, repo_id, private, revision, commit_message, token, retry)
+
+
+@dataclass
+class PushArguments:
+    """Options of `scripts/push_to_hub.py OUTPUT_DIR REPO_ID`."""
+
+    private: bool = field(default=False, metadata={"help": "create the repo as private (if it does not exist)"})
+    revision: str | None = field(default=None, metadata={"help": "branch to commit to; created from main when missing"})
+    timm_repo: str | None = field(
+        default=None, metadata={"help": "also push the timm-native encoder export to this repo"}
     )
+    timm_dir: str | None = field(default=None, metadata={"help": "folder of the timm-native export (with --timm_repo)"})
+    commit_message: str = field(default="Upload SimCLR model", metadata={"help": "message of the commit"})
+
+
+def parse_push_args(
+    argv: Sequence[str] | None = None, description: str | None = None
+) -> tuple[str, str, PushArguments]:
+    """``(output_dir, repo_id, options)`` of `scripts/push_to_hub.py` from ``argv`` (default: the command line)."""
+    parser = ArgumentParser(PushArguments, description=description)
+    parser.add_argument("output_dir", help="folder written by the run: config.json, model.safetensors, code, card")
+    parser.add_argument("repo_id", help="target model repo, e.g. org/simclr-r50")
+    args, positional = parser.parse(argv)
+    return positional.output_dir, positional.repo_id, args
+
+
+def push_run(output_dir: str | Path, repo_id: str, args: PushArguments) -> list[str]:
+    """Push a finished run's folder (and its timm export) after checking every input; returns the commit URLs.
+
+    Raises:
+        UsageError: a bad repo id or folder, before anything is uploaded.
+        HubPushError: an upload failed; the message ends with the command that retries both pushes.
+    """
+    if bool(args.timm_repo) != bool(args.timm_dir):
+        raise UsageError("--timm_repo and --timm_dir go together: pass both, or neither")
+    for repo in filter(None, (repo_id, args.timm_repo)):
+        try:
+            validate_repo_id(repo)
+        except HFValidationError as error:
+            raise UsageError(str(error).splitlines()[0]) from error
+    validate_model_folder(output_dir, kind="simclr")
+    if args.timm_dir:
+        validate_model_folder(args.timm_dir, kind="timm")
+    retry = retry_command(
+        output_dir,
+        repo_id,
+        private=args.private,
+        revision=args.revision,
+        timm_repo=args.timm_repo,
+        timm_dir=args.timm_dir,
+    )
+    common = dict(private=args.private, revision=args.revision, retry=retry)
+    urls = [push_folder_to_hub(output_dir, repo_id, commit_message=args.commit_message, **common)]
+    if args.timm_repo:
+        urls.append(push_timm_folder_to_hub(args.timm_dir, args.timm_repo, **common))
+    return urls

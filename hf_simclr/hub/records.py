@@ -1,13 +1,28 @@
-"""Evaluation results where users look: ``eval_results.json`` and the model card (README.md) of a model folder.
+"""What a run writes next to its model, in one place: file names, log rows, metric keys and their names, dataset names.
 
-``eval_results.json`` holds ``{"results": [entry, ...]}``; an entry is one evaluation of the model on one dataset::
+A pretraining run's folder (``--output_dir``)::
+
+    config.json, model.safetensors, *.py, preprocessor_config.json   # the model (hf_simclr.hub.export.save_model)
+    README.md                                                        # the model card (hf_simclr.hub.card)
+    training_args.json    # every argument of the run, presets resolved
+    train_log.jsonl       # one JSON object a line (see below); finetune_log.jsonl for fine-tuning
+    results.json          # the final metrics of the run
+    eval_results.json     # later evaluations: {"results": [entry, ...]}
+    checkpoints/step_N/   # resumable training state
+
+A log row holds ``step`` (optimizer steps, required), ``epoch`` (float) and any metrics; rows of different kinds
+interleave::
+
+    {"step": 100, "epoch": 2.0, "loss": 5.31, "lr": 0.29, "views_per_s": 812.0, ...}  # every --log_every steps
+    {"step": 250, "epoch": 5.0, "knn_top1_k20": 0.71, "knn_top1_k200": 0.69}         # after a kNN evaluation
+
+Accuracies are fractions in [0, 1] under the keys of ``METRIC_NAMES``; ``<key>_random_init`` is the same evaluation of
+the encoder before training. An ``eval_results.json`` entry is one evaluation of the model on one dataset::
 
     {"evaluation": "linear_eval", "dataset": "Fashion-MNIST (embedded subset)", "split": "test",
-     "metrics": {"knn_top1_k20": 0.81, "linear_top1": 0.84, ...},   # fractions in [0, 1]
-     "details": {...}, "date": "2025-01-01T00:00:00+00:00"}
+     "metrics": {"knn_top1_k20": 0.81, "linear_top1": 0.84, ...}, "details": {...}, "date": "2025-01-01T00:00:00+00:00"}
 
-A new entry replaces the one with the same evaluation, dataset and split; the others are kept. The card gets the
-metrics as percentages in its ``model-index`` metadata (rendered by the Hub) and in its "Evaluation results" table.
+A new entry replaces the one with the same evaluation, dataset and split; the others are kept.
 """
 
 from __future__ import annotations
@@ -19,20 +34,82 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+TRAIN_LOG = "train_log.jsonl"
+FINETUNE_LOG = "finetune_log.jsonl"
+TRAINING_ARGS = "training_args.json"
+RESULTS = "results.json"
+EVAL_RESULTS = "eval_results.json"
+CHECKPOINTS = "checkpoints"
+MODEL_CARD = "README.md"
 
-from .model_card import METRIC_NAMES
-from .model_card import eval_results as card_eval_results
-
-RESULTS_FILE = "eval_results.json"
-_SECTION = "## Evaluation results"
-# Names on the card for the keys hf_simclr's evaluations report (model_card.METRIC_NAMES covers the others).
-NAMES = {
+RANDOM_INIT_SUFFIX = "_random_init"
+# The metric keys hf_simclr reports and the names shown for them on model cards; other keys are shown as given.
+METRIC_NAMES = {
+    "knn_top1": "kNN top-1 accuracy",
     "knn_top1_k20": "kNN top-1 accuracy (k=20)",
     "knn_top1_k200": "kNN top-1 accuracy (k=200)",
+    "knn_top5": "kNN top-5 accuracy",
+    "linear_top1": "Linear probe top-1 accuracy",
+    "linear_top5": "Linear probe top-5 accuracy",
     "finetune_top1": "Top-1 accuracy",
     "finetune_top5": "Top-5 accuracy",
 }
+
+DEFAULT_DATASET_NAME = "Fashion-MNIST (embedded subset)"
+_HUB_DATASET_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def metric_name(key: str) -> str:
+    """The name a model card shows for a metric key (the key itself if hf_simclr does not report it)."""
+    return METRIC_NAMES.get(key, key)
+
+
+def dataset_names(dataset: str | None) -> tuple[str, str | None]:
+    """``(name shown on cards and in results, Hub dataset id or None)`` for a ``--dataset`` value.
+
+    A local folder or file is named by its last path component and is never a Hub id; ``None`` is the embedded data.
+    """
+    if dataset is None:
+        return DEFAULT_DATASET_NAME, None
+    if Path(dataset).exists():  # a local folder or file: its name, not a path of this machine
+        return Path(dataset).resolve().name, None
+    return dataset, dataset if _HUB_DATASET_ID.fullmatch(dataset) else None
+
+
+class RunLog:
+    """A ``*.jsonl`` log in a run's folder: one row (a JSON object) appended per call, flushed at once."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def write(self, step: int, epoch: float | None = None, **metrics: Any) -> None:
+        row = {"step": step} if epoch is None else {"step": step, "epoch": epoch}
+        with open(self.path, "a") as f:
+            f.write(json.dumps({**row, **metrics}) + "\n")
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def read_train_log(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a ``train_log.jsonl`` (see the module docstring); unparsable lines (e.g. a line cut short by an
+    interrupted run) and rows without ``step`` are skipped."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
+            rows.append(row)
+    return rows
+
+
+def write_json(path: str | Path, value: Any) -> Path:
+    """``value`` as indented JSON (``training_args.json``, ``results.json``)."""
+    path = Path(path)
+    path.write_text(json.dumps(value, indent=2) + "\n")
+    return path
 
 
 def write_eval_results(
@@ -45,7 +122,7 @@ def write_eval_results(
     details: Mapping[str, Any] | None = None,
 ) -> Path:
     """Merge one entry (see the module docstring) into ``output_dir/eval_results.json``; returns the file."""
-    path = Path(output_dir) / RESULTS_FILE
+    path = Path(output_dir) / EVAL_RESULTS
     entries: list[dict[str, Any]] = []
     if path.exists():
         try:
@@ -65,81 +142,24 @@ def write_eval_results(
         }
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"results": entries}, indent=2) + "\n")
-    return path
+    return write_json(path, {"results": entries})
 
 
-def _replaces(new: EvalResult, key: str, old: EvalResult) -> bool:
-    # a card written by the trainer may name the same metric by its raw key or model_card's name
-    names = {key, new.metric_name, METRIC_NAMES.get(key)}
-    return (new.task_type, new.dataset_type, new.dataset_split) == (
-        old.task_type,
-        old.dataset_type,
-        old.dataset_split,
-    ) and old.metric_name in names
-
-
-def _results_section(results: list[EvalResult], intro: str) -> str:
-    lines = [_SECTION, "", intro, "", "| Task | Dataset | Metric | Value |", "|---|---|---|---|"]
-    for r in results:
-        dataset = f"{r.dataset_name} ({r.dataset_split})" if r.dataset_split else r.dataset_name
-        value = f"{r.metric_value:.2f}" if isinstance(r.metric_value, float) else r.metric_value
-        lines.append(f"| {r.task_name or r.task_type} | {dataset} | {r.metric_name or r.metric_type} | {value} |")
-    return "\n".join(lines) + "\n"
-
-
-def _replace_section(text: str, section: str) -> str:
-    # the section runs from its heading to the next level-2 heading (or the end of the card)
-    match = re.search(rf"^{re.escape(_SECTION)}\s*$.*?(?=^## |\Z)", text, flags=re.M | re.S)
-    if match:
-        return text[: match.start()] + section + ("\n" if match.end() < len(text) else "") + text[match.end() :]
-    citation = re.search(r"^## Citation", text, flags=re.M)
-    if citation:
-        return text[: citation.start()] + section + "\n" + text[citation.start() :]
-    return text.rstrip() + "\n\n" + section
-
-
-def update_model_card(
-    model_dir: str | Path,
-    metrics: Mapping[str, float],
-    dataset: str,
-    *,
-    split: str = "test",
-    dataset_id: str | None = None,
-    task_name: str | None = None,
-    model_name: str | None = None,
-    pipeline_tag: str | None = None,
-    intro: str = "Top-1 / top-5 accuracy in %.",
-) -> Path:
-    """Add ``metrics`` (fractions in [0, 1], stored as %) to the card in ``model_dir``, creating a card if none.
-
-    Entries already on the card for the same task, dataset, split and metric are replaced. ``dataset`` is the name
-    shown; ``dataset_id`` the Hub id if there is one (``model-index`` dataset type, else ``dataset``).
-    """
-    model_dir = Path(model_dir)
-    path = model_dir / "README.md"
-    rows = [{"metric": k, "value": round(100 * float(v), 2)} for k, v in metrics.items()]
-    new = card_eval_results(rows, dataset, dataset_id, split)
-    for result, key in zip(new, metrics, strict=True):
-        result.task_name = task_name or result.task_name
-        result.metric_name = NAMES.get(key, result.metric_name)
-    if path.exists():
-        card = ModelCard.load(path)
-    else:
-        name = model_name or model_dir.resolve().name
-        data = ModelCardData(library_name="transformers", pipeline_tag=pipeline_tag, model_name=name)
-        card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# {name}\n")
-    data = card.data
-    pairs = list(zip(new, metrics, strict=True))
-    kept = [r for r in (data.eval_results or []) if not any(_replaces(n, k, r) for n, k in pairs)]
-    data.eval_results = kept + new
-    data.model_name = data.model_name or model_name or model_dir.resolve().name
-    if dataset_id and dataset_id not in (data.datasets or []):
-        data.datasets = [*(data.datasets or []), dataset_id]
-    card.text = _replace_section(card.text, _results_section(data.eval_results, intro))
-    model_dir.mkdir(parents=True, exist_ok=True)
-    card.save(path)
-    return path
-
-
-__all__ = ["NAMES", "RESULTS_FILE", "update_model_card", "write_eval_results"]
+__all__ = [
+    "CHECKPOINTS",
+    "DEFAULT_DATASET_NAME",
+    "EVAL_RESULTS",
+    "FINETUNE_LOG",
+    "METRIC_NAMES",
+    "MODEL_CARD",
+    "RANDOM_INIT_SUFFIX",
+    "RESULTS",
+    "TRAINING_ARGS",
+    "TRAIN_LOG",
+    "RunLog",
+    "dataset_names",
+    "metric_name",
+    "read_train_log",
+    "write_eval_results",
+    "write_json",
+]

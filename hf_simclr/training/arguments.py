@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import timm
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from ..cli import ArgumentParser
+from ..data import DatasetArguments
+from ..errors import UsageError
+from ..hub.records import TRAINING_ARGS
 from .optim import LR_SCALINGS
 
 SQRT_BASE_LR = 0.075  # lr = 0.075 x sqrt(B), the paper's rule for square-root scaling
@@ -55,50 +60,42 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def _preset_help(name: str, text: str) -> str:
+    """``text`` and the value each preset gives ``name`` when the flag is not set."""
+    values = ", ".join(f"{preset} {recipe[name]}" for preset, recipe in PRESETS.items())
+    return f"{text} (default from --preset: {values})"
+
+
+def _from_preset(name: str, text: str) -> Any:
+    """A field that the preset fills when the flag is not set; ``--help`` shows each preset's value."""
+    return field(default=None, metadata={"help": _preset_help(name, text)})
+
+
 @dataclass
-class PretrainArguments:
+class PretrainArguments(DatasetArguments):
     """Everything a pretraining run needs; `None` fields are filled from the preset."""
 
-    dataset: str | None = field(
-        default=None,
-        metadata={
-            "help": "Hub dataset id, image folder or parquet/arrow file(s); default: the embedded Fashion-MNIST subset"
-        },
-    )
-    dataset_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub dataset"})
-    train_split: str = field(default="train", metadata={"help": "split to pretrain on"})
-    eval_split: str | None = field(
-        default=None,
-        metadata={"help": "labelled held-out split for the kNN monitor (default: 'test' when the dataset has one)"},
-    )
-    image_column: str = field(default="image", metadata={"help": "column holding the images"})
-    label_column: str | None = field(
-        default=None,
-        metadata={
-            "help": "label column for the kNN monitor "
-            "(default: the first ClassLabel column); labels are never used for training"
-        },
-    )
     streaming: bool = field(default=False, metadata={"help": "stream the dataset instead of downloading it"})
-    preset: str = field(default="demo", metadata={"help": "recipe for unset arguments: " + ", ".join(PRESETS)})
-    backbone: str | None = field(default=None, metadata={"help": "timm model name of the encoder"})
-    image_size: int | None = field(default=None, metadata={"help": "training resolution in pixels"})
-    augment: str | None = field(default=None, metadata={"help": "augmentation preset: imagenet, cifar or demo"})
+    preset: str = field(
+        default="demo", metadata={"help": "recipe for every argument below that is not set: " + ", ".join(PRESETS)}
+    )
+    backbone: str | None = _from_preset("backbone", "timm model name of the encoder")
+    image_size: int | None = _from_preset("image_size", "training resolution in pixels")
+    augment: str | None = _from_preset("augment", "augmentation recipe: imagenet, cifar or demo")
     projection_dim: int = field(default=128, metadata={"help": "size of the projection z"})
     projection_hidden_dim: int = field(default=2048, metadata={"help": "hidden width of the projection head"})
     projection_layers: int = field(default=2, metadata={"help": "2 = SimCLR, 3 = SimCLRv2"})
-    temperature: float | None = field(default=None, metadata={"help": "NT-Xent temperature"})
-    per_device_batch_size: int | None = field(default=None, metadata={"help": "images per process per step"})
-    epochs: int | None = field(default=None, metadata={"help": "passes over the training data"})
+    temperature: float | None = _from_preset("temperature", "NT-Xent temperature")
+    per_device_batch_size: int | None = _from_preset("per_device_batch_size", "images per process per step")
+    epochs: int | None = _from_preset("epochs", "passes over the training data")
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many steps (overrides epochs)"})
-    learning_rate: float | None = field(
-        default=None,
-        metadata={"help": "base learning rate before scaling (default: the preset's; 0.075 with --lr_scaling sqrt)"},
+    learning_rate: float | None = _from_preset(
+        "learning_rate", "base learning rate before scaling; 0.075 with --lr_scaling sqrt"
     )
-    lr_scaling: str | None = field(
-        default=None, metadata={"help": "linear: lr x B/256, sqrt: lr x sqrt(B), none; B is the global batch size"}
+    lr_scaling: str | None = _from_preset(
+        "lr_scaling", "linear: lr x B/256, sqrt: lr x sqrt(B), none; B is the global batch size"
     )
-    warmup_epochs: float | None = field(default=None, metadata={"help": "linear warm-up length in epochs"})
+    warmup_epochs: float | None = _from_preset("warmup_epochs", "linear warm-up length in epochs")
     weight_decay: float = field(default=1e-6, metadata={"help": "LARS weight decay (not on biases and BN)"})
     output_dir: str = field(default="outputs/simclr", metadata={"help": "where the model, logs and checkpoints go"})
     overwrite_output_dir: bool = field(
@@ -128,7 +125,7 @@ class PretrainArguments:
     def resolved(self) -> PretrainArguments:
         """A copy with the preset's values in every unset field, validated."""
         if self.preset not in PRESETS:
-            raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+            raise UsageError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         values = dataclasses.asdict(self)
         if values["learning_rate"] is None and values["lr_scaling"] == "sqrt":
             values["learning_rate"] = SQRT_BASE_LR  # the paper's base for square-root scaling
@@ -153,29 +150,29 @@ class PretrainArguments:
         for name in positive:
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(f"--{name} must be >= 1, got {value}")
+                raise UsageError(f"--{name} must be >= 1, got {value}")
         if self.backbone is not None and not timm.is_model(self.backbone):
-            raise ValueError(f"--backbone {self.backbone!r} is not a timm model name; see timm.list_models()")
+            raise UsageError(f"--backbone {self.backbone!r} is not a timm model name; see timm.list_models()")
         if self.temperature is not None and not 0 < self.temperature <= 10:
-            raise ValueError(f"--temperature must be in (0, 10], got {self.temperature}")
+            raise UsageError(f"--temperature must be in (0, 10], got {self.temperature}")
         if self.learning_rate is not None and self.learning_rate <= 0:
-            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
+            raise UsageError(f"--learning_rate must be > 0, got {self.learning_rate}")
         if self.lr_scaling not in (None, *LR_SCALINGS):
-            raise ValueError(f"--lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {self.lr_scaling!r}")
+            raise UsageError(f"--lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {self.lr_scaling!r}")
         if self.warmup_epochs is not None and self.warmup_epochs < 0:
-            raise ValueError(f"--warmup_epochs must be >= 0, got {self.warmup_epochs}")
+            raise UsageError(f"--warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.report_to not in ("none", "tensorboard", "wandb", "all"):
-            raise ValueError(f"--report_to must be tensorboard, wandb, all or none, got {self.report_to!r}")
+            raise UsageError(f"--report_to must be tensorboard, wandb, all or none, got {self.report_to!r}")
         if self.push_to_hub and not self.hub_model_id:
-            raise ValueError("--push_to_hub needs --hub_model_id org/name")
+            raise UsageError("--push_to_hub needs --hub_model_id org/name")
         if self.hub_model_id:
             # a malformed repo id must fail now, not after hours of training
             try:
                 validate_repo_id(self.hub_model_id)
             except HFValidationError as error:
-                raise ValueError(f"--hub_model_id {self.hub_model_id!r} is not a repo id: use org/name") from error
+                raise UsageError(f"--hub_model_id {self.hub_model_id!r} is not a repo id: use org/name") from error
         if self.grad_cache_chunk and self.per_device_batch_size and self.per_device_batch_size % self.grad_cache_chunk:
-            raise ValueError(
+            raise UsageError(
                 f"--per_device_batch_size ({self.per_device_batch_size}) must be a multiple of --grad_cache_chunk "
                 f"({self.grad_cache_chunk})"
             )
@@ -183,35 +180,32 @@ class PretrainArguments:
     def check_output_dir(self, num_processes: int) -> None:
         """Refuse to mix two runs in one folder, and a contrastive batch of fewer than two images."""
         if self.per_device_batch_size * num_processes < 2:
-            raise ValueError("the global batch must hold at least 2 images: raise --per_device_batch_size")
+            raise UsageError("the global batch must hold at least 2 images: raise --per_device_batch_size")
         output_dir = Path(self.output_dir)
         if output_dir.is_file():
-            raise ValueError(f"--output_dir {output_dir} is a file; choose a folder")
+            raise UsageError(f"--output_dir {output_dir} is a file; choose a folder")
         if self.resume_from_checkpoint or self.overwrite_output_dir:
             return
-        previous = output_dir / "training_args.json"
+        previous = output_dir / TRAINING_ARGS
         if previous.is_file() or (output_dir / "config.json").is_file():
-            raise ValueError(
+            raise UsageError(
                 f"--output_dir {output_dir} holds another run; pass --resume_from_checkpoint latest to continue it, "
                 "--overwrite_output_dir to replace it, or another --output_dir"
             )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="SimCLR pretraining. Run with `accelerate launch scripts/pretrain.py [options]`; mixed precision, "
-        "processes and machines come from `accelerate launch` / `accelerate config`.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+def build_parser() -> ArgumentParser:
+    return ArgumentParser(
+        PretrainArguments,
+        description="SimCLR pretraining. Run with `accelerate launch scripts/pretrain.py [options | run.json]`; mixed "
+        "precision, processes and machines come from `accelerate launch` / `accelerate config`.",
     )
-    for f in dataclasses.fields(PretrainArguments):
-        kwargs = {"help": f.metadata.get("help", "")}
-        if f.type in ("bool",):
-            parser.add_argument(f"--{f.name}", action="store_true", **kwargs)
-            continue
-        value_type = {"int": int, "float": float}.get(f.type.split(" |")[0], str)
-        parser.add_argument(f"--{f.name}", type=value_type, default=f.default, **kwargs)
-    return parser
 
 
-def parse_args(argv: list[str] | None = None) -> PretrainArguments:
-    return PretrainArguments(**vars(build_parser().parse_args(argv)))
+def parse_args(argv: Sequence[str] | None = None) -> PretrainArguments:
+    """`scripts/pretrain.py`'s arguments from `argv` (default: the command line) or from the JSON/YAML file it names."""
+    (args,) = build_parser().parse(argv)
+    return args
+
+
+__all__ = ["PRESETS", "SQRT_BASE_LR", "PretrainArguments", "build_parser", "parse_args"]

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import resource
 import time
 
 import torch
 from accelerate import Accelerator
 
-from .configuration_simclr import SimCLRConfig
-from .grad_cache import grad_cache_step
-from .modeling_simclr import SimCLRModel
+from ..configuration_simclr import SimCLRConfig
+from ..modeling_simclr import SimCLRModel
+from .loop import forward_backward, peak_memory_mb
 from .optim import build_lars
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process: allocated device memory on CUDA, resident set size on the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def measure_ceiling(
@@ -48,10 +40,7 @@ def measure_ceiling(
     views = [torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last) for _ in range(2)]
 
     def step() -> None:
-        if grad_cache_chunk:
-            grad_cache_step(model, views[0], views[1], grad_cache_chunk, accelerator)
-        else:
-            accelerator.backward(model(pixel_values=views[0], pixel_values_2=views[1]).loss)
+        forward_backward(model, views[0], views[1], accelerator, grad_cache_chunk)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -66,3 +55,6 @@ def measure_ceiling(
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
     return {"views_per_s": 2 * batch_size * steps / elapsed, "peak_memory_mb": peak_memory_mb(device)}
+
+
+__all__ = ["measure_ceiling"]

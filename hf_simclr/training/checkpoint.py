@@ -8,6 +8,8 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from ..errors import UsageError
+
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -41,11 +43,11 @@ def resolve_checkpoint(spec: str, root: Path) -> Path:
     if spec == "latest":
         dirs = checkpoint_dirs(root)
         if not dirs:
-            raise FileNotFoundError(f"--resume_from_checkpoint latest: no checkpoint in {root}; start without it")
+            raise UsageError(f"--resume_from_checkpoint latest: no checkpoint in {root}; start without it")
         return dirs[-1]
     path = Path(spec)
     if not (path / "custom_checkpoint_0.pkl").is_file():
-        raise FileNotFoundError(
+        raise UsageError(
             f"--resume_from_checkpoint {spec}: not a checkpoint folder; use a step_N folder of <output_dir>/checkpoints"
             " or 'latest'"
         )

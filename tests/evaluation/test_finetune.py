@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, write_labelled_subset
+from helpers import SCRIPTS, subprocess_env, write_labelled_subset
 from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
@@ -18,7 +17,7 @@ from transformers import ResNetConfig, ResNetModel, pipeline
 
 from hf_simclr.cli import run_cli
 from hf_simclr.data import load_default_splits
-from hf_simclr.finetune import finetune, parse_args
+from hf_simclr.evaluation.finetune import finetune, parse_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,8 +29,8 @@ def small_data(tmp_path_factory) -> Path:
 
 
 def _finetune(model: Path, data: Path, out: Path, *extra: str) -> int:
-    argv = ["--model", str(model), "--dataset", str(data), "--output_dir", str(out), "--epochs", "1",
-            "--per_device_batch_size", "16", "--num_workers", "0", *extra]  # fmt: skip
+    settings = "--epochs 1 --per_device_batch_size 16 --num_workers 0".split()
+    argv = ["--model", str(model), "--dataset", str(data), "--output_dir", str(out), *settings, *extra]
     return run_cli(lambda: finetune(parse_args(argv)))
 
 
@@ -90,10 +89,10 @@ def test_model_and_output_folder_problems_exit_2(tiny_model_dir, small_data, tmp
     assert "--output_dir is the --model folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_script_exits_2_with_one_line(tmp_path):
-    command = [sys.executable, str(REPO_ROOT / "scripts" / "finetune.py"), "--model", str(tmp_path / "missing"),
-               "--output_dir", str(tmp_path / "out"), "--label_fraction", "2"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    command = [sys.executable, str(SCRIPTS / "finetune.py"), "--model", str(tmp_path / "missing")]
+    command += ["--output_dir", str(tmp_path / "out"), "--label_fraction", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=300)
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
     assert "--label_fraction must be in (0, 1]" in result.stderr

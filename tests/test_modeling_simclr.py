@@ -1,36 +1,30 @@
-"""SimCLRConfig / SimCLRModel / SimCLRForImageClassification and their Hugging Face format."""
+"""SimCLRModel / SimCLRForImageClassification and their Hugging Face format: forward, initialisation, heads, saving,
+loading in fresh processes, with remote code, in pipelines, and refusing what must not load."""
 
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import timm
 import torch
-from conftest import run_python, tiny_config
+from helpers import forbid_pickle, reference_nt_xent, run_python, tiny_config
 from PIL import Image
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+    BertConfig,
+    pipeline,
+)
 
 from hf_simclr import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
-from hf_simclr.export import export_timm_encoder
 
 IMAGE_SIZE = 64
-
-
-def reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
-    """The NT-Xent formula written out anchor by anchor in float64."""
-    z = torch.cat([z1, z2]).double()
-    z = z / z.norm(dim=1, keepdim=True)
-    n2 = z.shape[0]
-    n = n2 // 2
-    total = 0.0
-    for i in range(n2):
-        positive = (i + n) % n2
-        sims = [(z[i] @ z[k]).item() / temperature for k in range(n2)]
-        denominator = sum(math.exp(sims[k]) for k in range(n2) if k != i)
-        total += -math.log(math.exp(sims[positive]) / denominator)
-    return total / n2
 
 
 def test_forward_outputs_and_loss_match_formula():
@@ -61,23 +55,6 @@ def test_encoder_keeps_timm_initialisation():
     # kaiming fan-out init of convolutions, not transformers' normal(0.02)
     conv = model.encoder.layer3[0].conv1.weight
     assert conv.std().item() == pytest.approx(math.sqrt(2 / (conv.shape[0] * 9)), rel=0.05)
-
-
-@pytest.mark.parametrize(
-    "overrides, field",
-    [
-        ({"projection_dim": 0}, "projection_dim"),
-        ({"projection_layers": 4}, "projection_layers"),
-        ({"temperature": 0.0}, "temperature"),
-        ({"temperature": "warm"}, "temperature"),
-        ({"image_size": 4}, "image_size"),
-        ({"image_std": [0.2, 0.0, 0.2]}, "image_std"),
-        ({"backbone_kwargs": {"num_classes": 10}}, "num_classes"),
-    ],
-)
-def test_bad_config_values_name_the_field(overrides, field):
-    with pytest.raises(ValueError, match=field):
-        SimCLRConfig(**overrides)
 
 
 def test_unknown_backbone_is_a_clear_error():
@@ -125,7 +102,28 @@ def test_saved_folder_layout(tiny_model_dir):
     for name in ("configuration_simclr.py", "modeling_simclr.py", "loss.py"):
         source = (tiny_model_dir / name).read_text()
         imports = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import", "from"))}
-        assert imports <= {"__future__", "dataclasses", "typing", "torch", "timm", "transformers", ""}, (name, imports)
+        assert imports <= {"__future__", "dataclasses", "typing", "torch", "timm", "transformers", "safetensors", ""}, (
+            name,
+            imports,
+        )
+
+
+def test_save_pretrained_alone_makes_a_folder_pipelines_load(tmp_path):
+    torch.manual_seed(0)
+    image = Image.fromarray(np.random.RandomState(0).randint(0, 255, (90, 120, 3), dtype=np.uint8))
+    model = SimCLRModel(tiny_config()).eval()
+    model.save_pretrained(tmp_path / "encoder")
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "encoder")
+    assert (processor.crop_size.height, processor.crop_size.width) == (64, 64)
+    assert list(processor.image_mean) == model.config.image_mean
+    with torch.no_grad():
+        expected = model(**processor(image, return_tensors="pt")).pooler_output
+    features = pipeline("image-feature-extraction", model=str(tmp_path / "encoder"))(image, pool=True)
+    torch.testing.assert_close(torch.tensor(features), expected, atol=1e-5, rtol=0)
+
+    SimCLRForImageClassification(tiny_config(num_labels=3)).save_pretrained(tmp_path / "classifier")
+    predictions = pipeline("image-classification", model=str(tmp_path / "classifier"))(image, top_k=3)
+    assert len(predictions) == 3
 
 
 _LOAD_AND_RUN = """
@@ -151,6 +149,7 @@ def _local_reference(folder):
     return model, h
 
 
+@pytest.mark.slow
 def test_reload_in_fresh_process_is_identical(tiny_model_dir):
     model, h = _local_reference(tiny_model_dir)
     out = run_python(_LOAD_AND_RUN.format(import_line="import hf_simclr", folder=str(tiny_model_dir), kwargs=""))
@@ -159,6 +158,7 @@ def test_reload_in_fresh_process_is_identical(tiny_model_dir):
     assert out["state"] == {k: v.double().sum().item() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_remote_code_load_without_hf_simclr(tiny_model_dir, tmp_path):
     _, h = _local_reference(tiny_model_dir)
     code = _LOAD_AND_RUN.format(import_line="", folder=str(tiny_model_dir), kwargs=", trust_remote_code=True")
@@ -182,6 +182,7 @@ def test_pipeline_pooled_features_equal_pooler_output(tiny_model_dir):
     assert processor(image, return_tensors="pt")["pixel_values"].shape == (1, 3, 64, 64)
 
 
+@pytest.mark.slow
 def test_pipeline_with_remote_code_without_hf_simclr(tiny_model_dir, tmp_path):
     model, _ = _local_reference(tiny_model_dir)
     image = _test_image()
@@ -235,14 +236,34 @@ def test_loading_a_checkpoint_of_another_backbone_fails_loudly(tiny_model_dir):
         SimCLRModel.from_pretrained(tiny_model_dir, backbone="resnet34")
 
 
-def test_timm_export_loads_in_timm_and_transformers(tiny_model_dir, tmp_path):
-    model, h = _local_reference(tiny_model_dir)
-    export_timm_encoder(model, tmp_path)
-    timm_model = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
-    wrapper = AutoModel.from_pretrained(tmp_path).eval()
-    torch.manual_seed(1)
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        assert torch.equal(timm_model(x), h)
-        assert torch.equal(wrapper(pixel_values=x).pooler_output, h)
-    assert tuple(timm_model.pretrained_cfg["input_size"]) == (3, 64, 64)
+def _copy(source: Path, target: Path) -> Path:
+    return Path(shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoints", "timm")))
+
+
+def test_bad_folders_fail_clearly_and_never_unpickle(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    truncated = _copy(tiny_model_dir, tmp_path / "truncated")
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    for load in (SimCLRModel.from_pretrained, AutoModel.from_pretrained):
+        with pytest.raises(OSError, match=f"weights of {truncated} are truncated or corrupt"):
+            load(truncated)
+
+    other = _copy(tiny_model_dir, tmp_path / "other")
+    (other / "config.json").unlink()
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(other)
+    with pytest.raises(ValueError, match="holds a 'bert' model, not a SimCLR one"):
+        SimCLRModel.from_pretrained(other)
+
+    pickled = _copy(tiny_model_dir, tmp_path / "pickled")
+    state = SimCLRModel.from_pretrained(tiny_model_dir).state_dict()
+    weights = pickled / "model.safetensors"
+    weights.unlink()
+    torch.save(state, pickled / "pytorch_model.bin")
+    monkeypatch.setattr(torch, "load", forbid_pickle)
+    for load in (SimCLRModel.from_pretrained, AutoModel.from_pretrained):
+        with pytest.raises(OSError, match="no file named model.safetensors"):
+            load(pickled)
+    with pytest.raises(ValueError, match="safetensors"):
+        SimCLRModel.from_pretrained(pickled, use_safetensors=False)

@@ -6,11 +6,13 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO_ROOT
+import pytest
+from helpers import REPO_ROOT
 
 SCRIPT = str(REPO_ROOT / "scripts" / "benchmark_pretrain.py")
 
 
+@pytest.mark.slow
 def test_benchmark_prints_real_over_ceiling(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
@@ -50,6 +52,7 @@ def test_benchmark_prints_real_over_ceiling(tmp_path):
     assert row["real"]["peak_memory_mb"] > 0
 
 
+@pytest.mark.slow
 def test_bad_arguments_exit_2():
     result = subprocess.run(
         [sys.executable, SCRIPT, "--batch_size", "8", "--grad_cache_chunk", "3"], capture_output=True, text=True

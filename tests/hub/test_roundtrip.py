@@ -15,20 +15,21 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from helpers import SCRIPTS, TINY_PRETRAIN, forbid_pickle
 from hub_server import HubClient, LocalHubHTTPServer, hub_env
-from transformers import AutoImageProcessor, AutoModel, BertConfig
+from transformers import AutoImageProcessor
 
 from hf_simclr import SimCLRModel
 from hf_simclr.data import load_default_splits
 
-REPO, TIMM_REPO, REVISIONS_REPO = "org/simclr-tiny", "org/simclr-tiny-timm", "org/simclr-tiny-revisions"
-PRETRAIN, PUSH = str(REPO_ROOT / "scripts" / "pretrain.py"), str(REPO_ROOT / "scripts" / "push_to_hub.py")
-TINY = ["--backbone", "test_resnet", "--image_size", "32", "--projection_hidden_dim", "64", "--projection_dim", "32",
-        "--per_device_batch_size", "16", "--num_workers", "0", "--max_steps", "2"]  # fmt: skip
+pytestmark = [pytest.mark.hub, pytest.mark.slow]
 
-# Run in every process (this one included), so all of them feed the models the same pixels: seeded CPU draws are
-# reproducible across processes.
+REPO, TIMM_REPO, REVISIONS_REPO = "org/simclr-tiny", "org/simclr-tiny-timm", "org/simclr-tiny-revisions"
+
+PRETRAIN, PUSH = str(SCRIPTS / "pretrain.py"), str(SCRIPTS / "push_to_hub.py")
+
+TINY = [*TINY_PRETRAIN, "--max_steps", "2"]
+
 INPUTS = """
 import json
 import numpy as np
@@ -46,12 +47,6 @@ def features(model):
     return {"pooled": out.pooler_output.tolist(), "projections": out.projections.tolist()}
 """
 
-
-def forbid_pickle(*args, **kwargs):
-    raise AssertionError("torch.load was called: a pickle was about to be loaded")
-
-
-# Weights are safetensors only: in a client process any unpickling fails the process.
 NO_PICKLE = "\ntorch.load = forbid_pickle\n"
 
 
@@ -71,8 +66,8 @@ def pushed(hub_server: LocalHubHTTPServer, tmp_path_factory: pytest.TempPathFact
     (root / "data").mkdir()
     load_default_splits()["train"].select(range(128)).to_parquet(str(root / "data" / "train.parquet"))
     out = root / "run"
-    command = [sys.executable, PRETRAIN, *TINY, "--dataset", str(root / "data" / "train.parquet"), "--output_dir",
-               str(out), "--timm_export", "--push_to_hub", "--hub_model_id", REPO]  # fmt: skip
+    command = [sys.executable, PRETRAIN, *TINY, "--dataset", str(root / "data" / "train.parquet")]
+    command += ["--output_dir", str(out), "--timm_export", "--push_to_hub", "--hub_model_id", REPO]
     env = {**hub_env(hub_server, root / "hf_home"), "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
     result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -91,8 +86,8 @@ def pushed(hub_server: LocalHubHTTPServer, tmp_path_factory: pytest.TempPathFact
 def test_pretrain_push_uploads_the_run_and_the_timm_export(pushed: SimpleNamespace, hub_server: LocalHubHTTPServer):
     store = hub_server.store
     files = store.repos[REPO].resolve("main").files
-    assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md", "modeling_simclr.py",
-            "configuration_simclr.py"} <= files.keys()  # fmt: skip
+    model_files = ["model.safetensors", "config.json", "preprocessor_config.json", "README.md", "modeling_simclr.py"]
+    assert {*model_files, "configuration_simclr.py"} <= files.keys()
     assert not any(p.startswith(("checkpoints/", "timm/")) or p.endswith(".bin") for p in files)
     assert files["model.safetensors"].is_lfs
     timm_files = store.repos[TIMM_REPO].resolve("main").files
@@ -267,36 +262,3 @@ print(json.dumps({
     _close(out["old"]["projections"], pushed.projections)
     _close(out["new"]["pooled"], torch.tensor(out["changed"]["pooled"]))
     assert not torch.allclose(torch.tensor(out["new"]["pooled"]), pushed.pooled, atol=1e-3)
-
-
-def _copy(source: Path, target: Path) -> Path:
-    return Path(shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoints", "timm")))
-
-
-def test_bad_folders_fail_clearly_and_never_unpickle(
-    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    truncated = _copy(tiny_model_dir, tmp_path / "truncated")
-    weights = truncated / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    for load in (SimCLRModel.from_pretrained, AutoModel.from_pretrained):
-        with pytest.raises(OSError, match=f"weights of {truncated} are truncated or corrupt"):
-            load(truncated)
-
-    other = _copy(tiny_model_dir, tmp_path / "other")
-    (other / "config.json").unlink()
-    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(other)
-    with pytest.raises(ValueError, match="holds a 'bert' model, not a SimCLR one"):
-        SimCLRModel.from_pretrained(other)
-
-    pickled = _copy(tiny_model_dir, tmp_path / "pickled")
-    state = SimCLRModel.from_pretrained(tiny_model_dir).state_dict()
-    weights = pickled / "model.safetensors"
-    weights.unlink()
-    torch.save(state, pickled / "pytorch_model.bin")
-    monkeypatch.setattr(torch, "load", forbid_pickle)
-    for load in (SimCLRModel.from_pretrained, AutoModel.from_pretrained):
-        with pytest.raises(OSError, match="no file named model.safetensors"):
-            load(pickled)
-    with pytest.raises(ValueError, match="safetensors"):
-        SimCLRModel.from_pretrained(pickled, use_safetensors=False)

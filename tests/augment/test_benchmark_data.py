@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = REPO_ROOT / "scripts" / "benchmark_data.py"
+import pytest
+from helpers import REPO_ROOT, SCRIPTS
+
+SCRIPT = SCRIPTS / "benchmark_data.py"
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess[str]:
@@ -17,6 +19,7 @@ def run_script(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_quick_run_prints_every_row(tmp_path: Path) -> None:
     output = tmp_path / "bench.json"
     result = run_script("--quick", "--no-lightly", "--device", "cpu", "--output_json", str(output))
@@ -33,6 +36,7 @@ def test_quick_run_prints_every_row(tmp_path: Path) -> None:
     assert all(row["rate"] > 0 for row in results["rows"])
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_exit_2() -> None:
     result = run_script("--quick", "--num_images", "0")
     assert result.returncode == 2

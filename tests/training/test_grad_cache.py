@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from accelerate import Accelerator
-from conftest import tiny_config
+from helpers import tiny_config
 
 from hf_simclr import SimCLRModel
-from hf_simclr.grad_cache import grad_cache_step
+from hf_simclr.training.grad_cache import grad_cache_step
 
 
 @pytest.mark.parametrize("chunk_size", [3, 4, 12])

@@ -1,86 +1,33 @@
-import importlib.util
-import io
-from pathlib import Path
+"""Loading images from every kind of source, the embedded default data, streams split across processes, and the
+held-out split."""
+
+from __future__ import annotations
 
 import datasets
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import make_messy_folder
 
-from hf_simclr.augment import EvalTransform, TwoViewTransform, collate_views
+from hf_simclr.augment import TwoViewTransform
 from hf_simclr.data import (
     DEFAULT_LABEL_COLUMN,
     apply_transform,
+    collate_views,
     decode_image,
+    find_held_out_split,
     find_label_column,
     load_default_splits,
     load_image_dataset,
+    load_labelled_split,
     shard_for_process,
 )
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag"]
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", **kwargs)
-    return buffer.getvalue()
-
-
-def _exif_rotated_jpeg() -> bytes:
-    """A 40x20 stored image (left red, right blue) whose EXIF orientation 6 says: rotate 90 degrees clockwise."""
-    image = Image.new("RGB", (40, 20), (255, 0, 0))
-    image.paste((0, 0, 255), (20, 0, 40, 20))
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    return _jpeg_bytes(image, exif=exif.tobytes(), quality=95)
-
-
-def _make_messy_folder(root: Path) -> tuple[int, int]:
-    """Class folders with every awkward kind of file; returns (readable, unreadable) counts."""
-    good, bad = root / "good", root / "bad"
-    good.mkdir(parents=True)
-    bad.mkdir()
-    rng = np.random.default_rng(0)
-    rgb = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
-    rgb.save(good / "rgb.jpg")
-    rgb.convert("L").save(good / "gray.png")
-    rgba = rgb.convert("RGBA")
-    rgba.putalpha(Image.new("L", rgb.size, 0))
-    rgba.save(good / "rgba.png")
-    rgb.convert("CMYK").save(good / "cmyk.jpg")
-    palette = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
-    palette.save(good / "palette.png", transparency=0)
-    Image.fromarray((rng.integers(0, 65535, (30, 20))).astype(np.uint16)).save(good / "sixteen.png")
-    Image.new("RGB", (1, 1), (10, 200, 30)).save(good / "one.png")
-    (good / "rotated.jpg").write_bytes(_exif_rotated_jpeg())
-    full = _jpeg_bytes(rgb.resize((256, 256)))
-    (bad / "truncated.jpg").write_bytes(full[: len(full) // 2])
-    (bad / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(rng.integers(0, 255, 300, dtype=np.uint8)))
-    (bad / "empty.jpg").write_bytes(b"")
-    return 8, 3
-
-
-def test_awkward_images_decode_to_rgb(tmp_path):
-    _make_messy_folder(tmp_path)
-    assert Image.open(tmp_path / "good" / "sixteen.png").mode.startswith("I")
-    for path in sorted((tmp_path / "good").iterdir()):
-        image = decode_image(str(path))
-        assert image.mode == "RGB"
-    rotated = decode_image({"bytes": _exif_rotated_jpeg(), "path": None})
-    assert rotated.size == (20, 40)  # upright: portrait
-    top, bottom = rotated.getpixel((10, 5)), rotated.getpixel((10, 35))
-    assert top[0] > 200 and bottom[2] > 200  # red (stored left) ends on top after a clockwise turn
-    transparent = decode_image(str(tmp_path / "good" / "rgba.png"))
-    assert transparent.getpixel((0, 0)) == (255, 255, 255)  # alpha composited on white
-    sixteen = np.asarray(decode_image(str(tmp_path / "good" / "sixteen.png")))
-    assert sixteen.max() > 200 and sixteen.min() < 50  # 16-bit range rescaled, not clipped
 
 
 def test_messy_folder_through_dataloader_with_workers(tmp_path):
-    readable, unreadable = _make_messy_folder(tmp_path / "images")
+    readable, unreadable = make_messy_folder(tmp_path / "images")
     dataset = load_image_dataset(tmp_path / "images", cache_dir=str(tmp_path / "cache"))
     assert len(dataset) == readable + unreadable
     assert find_label_column(dataset) == ("label", ["bad", "good"])
@@ -133,11 +80,9 @@ def test_default_dataset_splits_and_labels():
         load_image_dataset(split="validation")
 
 
-def test_eval_transform_on_default_data():
-    test = apply_transform(load_image_dataset(split="test"), EvalTransform(size=32, crop_pct=1.0))
-    batch = collate_views(test.__getitems__(list(range(8))))
-    assert batch["pixel_values"].shape == (8, 3, 32, 32) and "pixel_values_2" not in batch
-    assert batch["labels"].tolist() == load_image_dataset(split="test")[:8]["label"]
+def test_default_data_is_the_embedded_subset():
+    splits = load_default_splits()
+    assert isinstance(splits["train"], datasets.Dataset) and len(splits["train"]) >= 1000
 
 
 def test_parquet_arrow_and_dataset_sources(tmp_path):
@@ -163,27 +108,25 @@ def test_streaming_sharded_across_processes():
     assert batch["pixel_values"].shape == (16, 3, 24, 24) and batch["labels"].shape == (16,)
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_show_augmentations_writes_png(tmp_path, capsys):
-    show = _script("show_augmentations")
-    output = tmp_path / "grid.png"
-    assert show.main(["--output", str(output), "--num_images", "3", "--seed", "1"]) == 0
-    grid = Image.open(output)
-    assert grid.format == "PNG" and grid.height > grid.width / 3
-    assert show.main(["--dataset", str(tmp_path / "missing"), "--output", str(tmp_path / "x.png")]) == 2
-    assert show.main(["--num_images", "0", "--output", str(tmp_path / "x.png")]) == 2
-    errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 2 and all(line.startswith("error:") for line in errors)
-
-
 def test_a_single_split_source_never_serves_its_images_as_another_split(tmp_path):
     load_image_dataset(split="test").select(range(8)).to_parquet(str(tmp_path / "only.parquet"))
     assert len(load_image_dataset(str(tmp_path / "only.parquet"))) == 8
     with pytest.raises(ValueError, match="holds a single split, not 'test'"):
         load_image_dataset(str(tmp_path / "only.parquet"), split="test")
+
+
+def test_held_out_split_is_validation_else_test_and_labels_are_found():
+    dataset, split = find_held_out_split(None, None)
+    assert split == "test" and len(dataset) == 1000  # the embedded data has no validation split
+    test = load_default_splits()["test"]
+    three = datasets.DatasetDict(
+        {"train": test.select(range(8)), "validation": test.select(range(4)), "test": test.select(range(6))}
+    )
+    assert find_held_out_split(three, None)[1] == "validation"
+    assert find_held_out_split(three, "test")[1] == "test"
+    assert find_held_out_split(datasets.DatasetDict({"train": test.select(range(8))}), None) is None
+    with pytest.raises(ValueError, match="--eval_split other"):
+        find_held_out_split(three, "other")
+    renamed = datasets.DatasetDict({"test": test.select(range(6)).rename_column("label", "category")})
+    _, column, names = load_labelled_split(renamed, "test")  # no --label_column: the ClassLabel column
+    assert column == "category" and names[0] == "T-shirt/top" and len(names) == 10

@@ -1,0 +1,38 @@
+"""The two random views of SimCLR (Chen et al., 2020, appendix A), split where each part is cheapest to compute.
+
+* :mod:`.presets`: the paper's recipes (ImageNet, CIFAR) and the demo recipe for the embedded data.
+* :mod:`.crops`, CPU, inside DataLoader workers: decode once, two random resized crops + flips to uint8
+  (:class:`TwoViewTransform`), or one centre crop for evaluation (:class:`EvalTransform`).
+* :mod:`.gpu`, accelerator, on the batch: colour jitter, grayscale, blur and normalisation with independent
+  parameters per sample and per view (:class:`SimCLRGPUAugment`).
+"""
+
+from .crops import EvalTransform, TwoViewTransform, random_resized_crop_box
+from .gpu import (
+    SimCLRGPUAugment,
+    ViewParams,
+    adjust_hue,
+    blend_jitter,
+    blur_kernel_size,
+    gaussian_blur,
+    rgb_to_grayscale,
+)
+from .presets import IMAGENET_MEAN, IMAGENET_STD, PRESETS, AugmentPreset, get_preset
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PRESETS",
+    "AugmentPreset",
+    "EvalTransform",
+    "SimCLRGPUAugment",
+    "TwoViewTransform",
+    "ViewParams",
+    "adjust_hue",
+    "blend_jitter",
+    "blur_kernel_size",
+    "gaussian_blur",
+    "get_preset",
+    "random_resized_crop_box",
+    "rgb_to_grayscale",
+]

@@ -1,0 +1,117 @@
+"""Batches of two views for pretraining: the two-view dataset, the per-process batch sampler and the collate function.
+
+The views themselves (crops and flips on the CPU) come from :class:`hf_simclr.augment.TwoViewTransform`; this module
+decides which image goes into which batch of which process, and stacks the uint8 views for the accelerator.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from ..augment import TwoViewTransform
+
+logger = logging.getLogger(__name__)
+
+
+class TwoViewDataset(Dataset):
+    """Two random views of each image whose crops depend only on (seed, epoch, index).
+
+    The same sample gets the same views whatever the number of workers or processes, and a resumed run sees
+    exactly the views the interrupted one would have. An unreadable image is replaced by another one drawn from the
+    same seed, so every batch keeps its size (a contrastive batch must match across processes and chunks);
+    `num_failed` counts the replacements.
+    """
+
+    max_replacements = 16
+
+    def __init__(self, dataset: Any, transform: TwoViewTransform, seed: int) -> None:
+        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        key = f"{self.seed}-{self.epoch}-{index}"
+        rng = random.Random(key)
+        sample = index
+        for failed in range(self.max_replacements + 1):
+            try:
+                view_1, view_2 = self.transform.process(self.dataset[sample][self.transform.image_column], rng)
+                return {"pixel_values": view_1, "pixel_values_2": view_2, "num_failed": failed}
+            except Exception as error:  # a corrupt file must not stop a DataLoader worker
+                logger.debug("unreadable image %d (%s: %s)", sample, type(error).__name__, error)
+                sample = random.Random(f"{key}-{failed}").randrange(len(self.dataset))
+        raise RuntimeError(
+            f"{self.max_replacements + 1} images in a row could not be decoded: most of the dataset is unreadable; "
+            "check --dataset and --image_column"
+        )
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """This process's batches of a seeded per-epoch permutation; disjoint across processes, resumable mid-epoch."""
+
+    def __init__(self, num_samples: int, batch_size: int, rank: int, world_size: int, seed: int) -> None:
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.steps_per_epoch = num_samples // (batch_size * world_size)
+        if self.steps_per_epoch == 0:
+            raise UsageError(
+                f"the dataset has {num_samples} images, fewer than one global batch of {batch_size * world_size}; "
+                "lower --per_device_batch_size"
+            )
+        self.epoch, self.start_step = 0, 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch - self.start_step
+
+    def __iter__(self):
+        order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        for step in range(self.start_step, self.steps_per_epoch):
+            start = (step * self.world_size + self.rank) * self.batch_size
+            yield order[start : start + self.batch_size].tolist()
+
+
+def _stack_chw(tensors: list[torch.Tensor]) -> torch.Tensor:
+    # Stack in HWC order so the (B, 3, S, S) batch is channels_last in memory, the layout conv nets run fastest in.
+    return torch.stack([t.permute(1, 2, 0) for t in tensors]).permute(0, 3, 1, 2)
+
+
+def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """DataLoader ``collate_fn`` for the transforms of :mod:`hf_simclr.augment`: uint8 ``pixel_values`` (and
+    ``pixel_values_2``) of shape (B, 3, S, S), ``labels`` if present, and ``num_skipped``: how many samples of this
+    batch could not be decoded (dropped, so B may be smaller than the batch size, and 0 when every sample failed)."""
+    kept = [s for s in samples if s.get("pixel_values") is not None]
+    batch: dict[str, Any] = {"num_skipped": torch.tensor(len(samples) - len(kept))}
+    for key in ("pixel_values", "pixel_values_2"):
+        if samples and key in samples[0]:
+            batch[key] = _stack_chw([s[key] for s in kept]) if kept else torch.zeros((0, 3, 0, 0), dtype=torch.uint8)
+    if samples and "labels" in samples[0]:
+        labels = [s["labels"] for s in kept]
+        is_int = all(isinstance(label, (int, np.integer)) for label in labels)
+        batch["labels"] = torch.tensor(labels, dtype=torch.long) if is_int else labels  # e.g. string labels: as-is
+    return batch
+
+
+def collate_two_views(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """`collate_views`, with `num_skipped` counting the unreadable images `TwoViewDataset` replaced."""
+    batch = collate_views(samples)
+    batch["num_skipped"] = batch["num_skipped"] + sum(s.get("num_failed", 0) for s in samples)
+    return batch
+
+
+__all__ = ["EpochBatchSampler", "TwoViewDataset", "collate_two_views", "collate_views"]

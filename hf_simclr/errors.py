@@ -1,0 +1,45 @@
+"""The errors hf_simclr raises for a person to act on, and what each means for a command-line script.
+
+Every message is one line that names the problem and the fix. :func:`hf_simclr.cli.run_cli` prints it as
+``error: <message>`` and exits with the class's ``exit_code``:
+
+* :class:`UsageError` (a ``ValueError``), exit code 2: the input is wrong (a flag, a path, a column, a folder) and
+  nothing was written.
+* :class:`RunFailure` (a ``RuntimeError``), exit code 1: the input was fine but the run could not finish (an upload
+  failed, the loss diverged); what was saved before is kept, and the message says how to go on.
+"""
+
+from __future__ import annotations
+
+
+class SimCLRError(Exception):
+    """Base class of the errors hf_simclr raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(SimCLRError, ValueError):
+    """Bad input: a flag, path, column, split or folder that cannot work; nothing was written."""
+
+    exit_code = 2
+
+
+class RunFailure(SimCLRError, RuntimeError):
+    """A run that started from valid input could not finish; earlier results and checkpoints are kept."""
+
+    exit_code = 1
+
+
+class InvalidModelFolderError(UsageError):
+    """The folder is not a saved model that can be pushed; nothing was uploaded."""
+
+
+class HubPushError(RunFailure):
+    """The upload failed; every local file is kept and the message ends with the command that retries it."""
+
+
+class NonFiniteLossError(RunFailure):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+__all__ = ["HubPushError", "InvalidModelFolderError", "NonFiniteLossError", "RunFailure", "SimCLRError", "UsageError"]

@@ -1,0 +1,69 @@
+"""The kNN monitor of pretraining: weighted kNN accuracy of the encoder's features on labelled held-out images.
+
+Labels are never used for training: a shuffled sample of the (labelled) training images is the memory bank, and the
+held-out split (``--eval_split``, else ``validation`` or ``test``) is classified against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..augment import EvalTransform, SimCLRGPUAugment
+from ..data import find_held_out_split, find_label_column
+from ..evaluation.features import extract_features
+from ..evaluation.knn import knn_accuracy
+from ..modeling_simclr import SimCLRModel
+from .arguments import PretrainArguments
+from .components import loader_kwargs, num_workers
+
+MAX_BANK_IMAGES = 50_000
+
+
+class KnnMonitor:
+    """Call with a model to get ``{"knn_top1_k20": ..., "knn_top1_k200": ...}`` (fractions) on the held-out split."""
+
+    def __init__(self, bank: Any, held_out: Any, split: str, args: PretrainArguments) -> None:
+        self.bank, self.held_out, self.split, self.args = bank, held_out, split, args
+
+    @classmethod
+    def create(cls, args: PretrainArguments, train_data: Any) -> KnnMonitor | str:
+        """The monitor of a run, or the reason it has none (a stream, no labels, no labelled held-out split)."""
+        if args.streaming:
+            return "the dataset is streamed"
+        labels = find_label_column(train_data, args.label_column)
+        if labels is None:
+            return "the training data has no ClassLabel column (see --label_column)"
+        column = labels[0]
+        found = find_held_out_split(args.dataset, args.eval_split, args.image_column, **args.load_kwargs())
+        if found is None:
+            return "the dataset has no 'validation' or 'test' split (see --eval_split)"
+        held_out, split = found
+        if column not in held_out.column_names or min(held_out.select(range(min(1000, len(held_out))))[column]) < 0:
+            return f"the held-out split has no labels in column {column!r}"  # e.g. ImageNet's test split: all -1
+        # a shuffled sample: a class-sorted image folder's first rows would hold only a few classes
+        bank = train_data.shuffle(seed=args.seed).select(range(min(len(train_data), MAX_BANK_IMAGES)))
+        if column != "label":
+            bank, held_out = bank.rename_column(column, "label"), held_out.rename_column(column, "label")
+        return cls(bank, held_out, split, args)
+
+    def __call__(self, model: SimCLRModel, augment: SimCLRGPUAugment, device: torch.device) -> dict[str, float]:
+        bank_features, bank_labels = self._features(self.bank, model, augment, device)
+        test_features, test_labels = self._features(self.held_out, model, augment, device)
+        return knn_accuracy(bank_features, bank_labels, test_features, test_labels, device=device)
+
+    def _features(
+        self, data: Any, model: SimCLRModel, augment: SimCLRGPUAugment, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        args = self.args
+        transformed = data.with_transform(EvalTransform(size=args.image_size, image_column=args.image_column))
+        loader = DataLoader(transformed, batch_size=256, **loader_kwargs(num_workers(args, 1), device))
+        autocast = torch.bfloat16 if device.type == "cuda" else None
+        return extract_features(
+            model, loader, device=device, preprocess=augment.normalize, autocast_dtype=autocast, progress=False
+        )
+
+
+__all__ = ["KnnMonitor"]

@@ -1,0 +1,93 @@
+"""scripts/pretrain.py's arguments: bad input is one line and exit code 2 before anything is written, --help explains
+every flag and what each preset sets, and a JSON or YAML file works in place of flags."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from helpers import PRETRAIN, TINY_PRETRAIN, run_pretrain, subprocess_env
+
+from hf_simclr.cli import run_cli
+from hf_simclr.training import pretrain
+from hf_simclr.training.arguments import build_parser, parse_args
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--preset", "huge"], "--preset must be one of"),
+        (["--per_device_batch_size", "0"], "--per_device_batch_size must be >= 1"),
+        (["--push_to_hub"], "--hub_model_id"),
+        (["--push_to_hub", "--hub_model_id", "org/bad name!"], "is not a repo id"),
+        (["--image_column", "img"], "image column 'img' not found"),
+        (["--dataset", "/nonexistent/folder"], "/nonexistent/folder"),
+        (["--resume_from_checkpoint", "latest"], "no checkpoint"),
+        (["--per_device_batch_size", "4096"], "fewer than one global batch"),
+        (["--per_device_batch_size", "1"], "at least 2 images"),
+        (["--backbone", "resnet_9000"], "not a timm model name"),
+        (["--temperature", "0"], "--temperature must be in"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(args, message, small_dataset, tmp_path, capsys):
+    base = ["--dataset", str(small_dataset / "train.parquet")] if "--dataset" not in args else []
+    argv = [*TINY_PRETRAIN, *base, *args, "--output_dir", str(tmp_path / "out")]
+    assert run_cli(lambda: pretrain(parse_args(argv))) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_script_exit_code_2(tmp_path):
+    result = run_pretrain(["--temperature", "-1", "--output_dir", str(tmp_path / "out")], check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: --temperature must be in (0, 10], got -1.0"
+
+
+@pytest.mark.slow
+def test_output_dir_of_another_run_needs_overwrite(small_dataset, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    result = run_pretrain(
+        [*TINY_PRETRAIN, "--dataset", str(small_dataset / "train.parquet"), "--output_dir", str(out)], check=False
+    )
+    assert result.returncode == 2 and "--overwrite_output_dir" in result.stderr.strip().splitlines()[-1]
+    assert [p.name for p in out.iterdir()] == ["config.json"]
+
+
+@pytest.mark.slow
+def test_help_explains_the_flags():
+    result = subprocess.run([sys.executable, PRETRAIN, "--help"], capture_output=True, text=True, env=subprocess_env())
+    assert result.returncode == 0
+    for flag in ("--lr_scaling", "--resume_from_checkpoint", "--preset", "--grad_cache_chunk", "--report_to"):
+        assert flag in result.stdout
+
+
+def test_a_json_or_yaml_file_works_in_place_of_flags(tmp_path):
+    flags = ["--dataset", "data/train.parquet", "--epochs", "3", "--timm_export", "--test_split", "validation"]
+    settings = {"dataset": "data/train.parquet", "epochs": 3, "timm_export": True, "eval_split": "validation"}
+    (tmp_path / "run.json").write_text(json.dumps(settings))
+    (tmp_path / "run.yaml").write_text("".join(f"{key}: {json.dumps(value)}\n" for key, value in settings.items()))
+    expected = parse_args(flags)
+    assert expected.eval_split == "validation"  # --test_split is another name of --eval_split
+    assert parse_args([str(tmp_path / "run.json")]) == expected
+    assert parse_args([str(tmp_path / "run.yaml")]) == expected
+
+
+def test_a_config_file_with_an_unknown_key_is_one_line_and_exit_code_2(tmp_path, capsys):
+    (tmp_path / "run.json").write_text(json.dumps({"epochs": 3, "epoch": 4}))
+    assert run_cli(lambda: pretrain(parse_args([str(tmp_path / "run.json")]))) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "'epoch'" in line
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_help_shows_what_each_preset_sets():
+    text = " ".join(build_parser().format_help().split())
+    assert "passes over the training data (default from --preset: demo 20, cifar 1000, imagenet 100)" in text
+    assert "NT-Xent temperature (default from --preset: demo 0.2, cifar 0.5, imagenet 0.1)" in text
+    assert "(default: None)" not in text and "--seed SEED seed of initialisation" in text
