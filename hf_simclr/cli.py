@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from transformers import HfArgumentParser
 
@@ -20,6 +20,7 @@ from .errors import RunFailure, UsageError
 # with every checkpoint (which cannot import hf_simclr): an invalid config value, a missing file or folder.
 USAGE_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError)
 CONFIG_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+Arguments = TypeVar("Arguments")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -62,6 +63,14 @@ class ArgumentParser(HfArgumentParser):
         return tuple(outputs)
 
 
+def parse_arguments(
+    arguments_class: type[Arguments], argv: Sequence[str] | None = None, description: str | None = None
+) -> Arguments:
+    """One dataclass of arguments from ``argv`` (default: the command line) or the JSON/YAML file it names."""
+    (args,) = ArgumentParser(arguments_class, description=description).parse(argv)
+    return args
+
+
 def run_cli(main: Callable[[], Any]) -> int:
     """Run ``main`` and return the process's exit code: 0 when it returns, 2 on bad input, 1 when a run fails.
 
@@ -83,4 +92,4 @@ def _print_error(error: BaseException) -> None:
     print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
 
 
-__all__ = ["ArgumentParser", "HelpFormatter", "USAGE_ERRORS", "run_cli"]
+__all__ = ["ArgumentParser", "HelpFormatter", "USAGE_ERRORS", "parse_arguments", "run_cli"]

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from hf_simclr.augment import SimCLRGPUAugment, TwoViewTransform
-from hf_simclr.cli import ArgumentParser, run_cli
+from hf_simclr.cli import parse_arguments, run_cli
 from hf_simclr.data import collate_views
 from hf_simclr.data.sample_images import find_sample_photos, make_jpegs
 from hf_simclr.errors import UsageError
@@ -321,7 +321,7 @@ class BenchmarkArguments:
 
 
 def main(argv: list[str] | None = None) -> None:
-    (args,) = ArgumentParser(BenchmarkArguments, description=__doc__).parse(argv)
+    args = parse_arguments(BenchmarkArguments, argv, __doc__)
     results = benchmark(args)
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(results, indent=2) + "\n")

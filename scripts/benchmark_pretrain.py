@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from hf_simclr.cli import ArgumentParser, run_cli
+from hf_simclr.cli import parse_arguments, run_cli
 from hf_simclr.errors import UsageError
 
 PRETRAIN = Path(__file__).resolve().parent / "pretrain.py"
@@ -163,7 +163,7 @@ def _print_row(row: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    (args,) = ArgumentParser(BenchmarkArguments, description=__doc__).parse(argv)
+    args = parse_arguments(BenchmarkArguments, argv, __doc__)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     print(
         f"{args.backbone} @ {args.image_size}px, {args.batch_size} images ({2 * args.batch_size} views) per step, "

@@ -19,7 +19,7 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from hf_simclr.cli import ArgumentParser, run_cli
+from hf_simclr.cli import parse_arguments, run_cli
 from hf_simclr.errors import UsageError
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -87,8 +87,7 @@ def make_default_dataset(args: DefaultDatasetArguments) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(DefaultDatasetArguments, description=__doc__)
-    return run_cli(lambda: make_default_dataset(*parser.parse(argv)))
+    return run_cli(lambda: make_default_dataset(parse_arguments(DefaultDatasetArguments, argv, __doc__)))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 
 from hf_simclr.augment.preview import augmentation_columns, augmentation_grid
-from hf_simclr.cli import ArgumentParser, run_cli
+from hf_simclr.cli import parse_arguments, run_cli
 from hf_simclr.data import dataset_load_kwargs
 from hf_simclr.errors import UsageError
 
@@ -53,8 +53,7 @@ def show_augmentations(args: ShowAugmentationsArguments) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(ShowAugmentationsArguments, description=__doc__)
-    return run_cli(lambda: show_augmentations(*parser.parse(argv)))
+    return run_cli(lambda: show_augmentations(parse_arguments(ShowAugmentationsArguments, argv, __doc__)))
 
 
 if __name__ == "__main__":

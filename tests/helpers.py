@@ -172,6 +172,18 @@ def run_push_cli(argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatc
     return code, capsys.readouterr().err
 
 
+def local_reference(folder: Path) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The SimCLR model saved in ``folder`` and its features h of two seeded random 64 px images."""
+    from hf_simclr import SimCLRModel
+
+    model = SimCLRModel.from_pretrained(folder).eval()
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        h = model(pixel_values=x).pooler_output
+    return model, h
+
+
 def forbid_pickle(*args, **kwargs):
     raise AssertionError("torch.load was called: a pickle was about to be loaded")
 

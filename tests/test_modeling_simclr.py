@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from helpers import forbid_pickle, reference_nt_xent, run_python, tiny_config
+from helpers import forbid_pickle, local_reference, reference_nt_xent, run_python, tiny_config
 from PIL import Image
 from transformers import (
     AutoConfig,
@@ -140,18 +140,9 @@ _LOAD_AND_RUN = """
 """
 
 
-def _local_reference(folder):
-    model = SimCLRModel.from_pretrained(folder).eval()
-    torch.manual_seed(1)
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        h = model(pixel_values=x).pooler_output
-    return model, h
-
-
 @pytest.mark.slow
 def test_reload_in_fresh_process_is_identical(tiny_model_dir):
-    model, h = _local_reference(tiny_model_dir)
+    model, h = local_reference(tiny_model_dir)
     out = run_python(_LOAD_AND_RUN.format(import_line="import hf_simclr", folder=str(tiny_model_dir), kwargs=""))
     assert out["cls"] == "hf_simclr.modeling_simclr.SimCLRModel"
     assert torch.equal(torch.tensor(out["h"]), h)
@@ -160,7 +151,7 @@ def test_reload_in_fresh_process_is_identical(tiny_model_dir):
 
 @pytest.mark.slow
 def test_remote_code_load_without_hf_simclr(tiny_model_dir, tmp_path):
-    _, h = _local_reference(tiny_model_dir)
+    _, h = local_reference(tiny_model_dir)
     code = _LOAD_AND_RUN.format(import_line="", folder=str(tiny_model_dir), kwargs=", trust_remote_code=True")
     out = run_python(code, block_hf_simclr=True, env={"HF_HOME": str(tmp_path)})
     assert out["cls"].startswith("transformers_modules.") and out["cls"].endswith("SimCLRModel")
@@ -172,7 +163,7 @@ def _test_image() -> Image.Image:
 
 
 def test_pipeline_pooled_features_equal_pooler_output(tiny_model_dir):
-    model, _ = _local_reference(tiny_model_dir)
+    model, _ = local_reference(tiny_model_dir)
     processor = AutoImageProcessor.from_pretrained(tiny_model_dir)
     image = _test_image()
     with torch.no_grad():
@@ -184,7 +175,7 @@ def test_pipeline_pooled_features_equal_pooler_output(tiny_model_dir):
 
 @pytest.mark.slow
 def test_pipeline_with_remote_code_without_hf_simclr(tiny_model_dir, tmp_path):
-    model, _ = _local_reference(tiny_model_dir)
+    model, _ = local_reference(tiny_model_dir)
     image = _test_image()
     image.save(tmp_path / "image.png")
     with torch.no_grad():

@@ -34,8 +34,7 @@ class DatasetArguments:
         default=None,
         metadata={
             "aliases": ["--test_split"],
-            "help": "labelled held-out split the accuracy is measured on (default: 'validation', else 'test'); "
-            "--test_split is the same flag",
+            "help": "labelled held-out split the accuracy is measured on (default: 'validation', else 'test')",
         },
     )
 

@@ -23,7 +23,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForImageClassification
 
-from ..cli import ArgumentParser
+from ..cli import parse_arguments
 from ..data import DatasetArguments, decode_image
 from ..errors import UsageError
 from ..hub.card import update_model_card
@@ -79,13 +79,11 @@ class FinetuneArguments(DatasetArguments):
 
 def parse_args(argv: Sequence[str] | None = None) -> FinetuneArguments:
     """`scripts/finetune.py`'s arguments from `argv` (default: the command line) or the JSON/YAML file it names."""
-    parser = ArgumentParser(
-        FinetuneArguments,
-        description="Fine-tune a SimCLR checkpoint for image classification with Accelerate (run with "
-        "`accelerate launch scripts/finetune.py ...` for several GPUs or mixed precision).",
+    description = (
+        "Fine-tune a SimCLR checkpoint for image classification with Accelerate (run with "
+        "`accelerate launch scripts/finetune.py ...` for several GPUs or mixed precision)."
     )
-    (args,) = parser.parse(argv)
-    return args
+    return parse_arguments(FinetuneArguments, argv, description)
 
 
 class CropFlipCollate:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
-from ..cli import ArgumentParser
+from ..cli import parse_arguments
 from ..data import DatasetArguments, find_held_out_split, load_labelled_split
 from ..errors import UsageError
 from ..hub.card import update_model_card
@@ -91,13 +91,11 @@ def default_output_dir(model: str, random_init: bool) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> LinearEvalArguments:
     """`scripts/linear_eval.py`'s arguments from `argv` (default: the command line) or the JSON/YAML file it names."""
-    parser = ArgumentParser(
-        LinearEvalArguments,
-        description="kNN (k=20, 200) and linear evaluation of a frozen image encoder (SimCLR or any AutoModel "
-        "backbone with a pooled output).",
+    description = (
+        "kNN (k=20, 200) and linear evaluation of a frozen image encoder (SimCLR or any AutoModel backbone with a "
+        "pooled output)."
     )
-    (args,) = parser.parse(argv)
-    return args
+    return parse_arguments(LinearEvalArguments, argv, description)
 
 
 def default_device() -> torch.device:

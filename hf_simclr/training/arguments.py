@@ -197,8 +197,8 @@ class PretrainArguments(DatasetArguments):
 def build_parser() -> ArgumentParser:
     return ArgumentParser(
         PretrainArguments,
-        description="SimCLR pretraining. Run with `accelerate launch scripts/pretrain.py [options | run.json]`; mixed "
-        "precision, processes and machines come from `accelerate launch` / `accelerate config`.",
+        description="SimCLR pretraining. Run with `accelerate launch scripts/pretrain.py [options | run.json]`;\n"
+        "mixed precision, processes and machines come from `accelerate launch` / `accelerate config`.",
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import TINY_PRETRAIN, pretrain_command, run_pretrain, subprocess_env
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import AutoModel
 
@@ -92,6 +93,8 @@ def test_pretrain_cli_writes_a_loadable_model(small_dataset, tmp_path):
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_00000003"]
     model = AutoModel.from_pretrained(out)
     assert model.config.backbone == "test_resnet" and model.config.image_size == 32
+    card = ModelCard.load(out / "README.md")  # a local --dataset is named on the card, never given as a Hub id
+    assert card.data.datasets is None and str(small_dataset) not in str(card) and "train.parquet" in card.text
 
 
 @pytest.mark.slow
