@@ -9,7 +9,6 @@ can be decoded at reduced size. Errors a user can fix (a missing split, column o
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Sequence
 from itertools import islice
@@ -20,8 +19,6 @@ import datasets
 
 from ..errors import UsageError
 from .decode import decode_image
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "default_data"
 DEFAULT_SPLITS = ("train", "test")

@@ -7,7 +7,6 @@ plots in the output folder (the model folder itself for a local model).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +26,6 @@ from .features import extract_features
 from .knn import knn_accuracy
 from .linear_probe import linear_probe
 from .plots import missing_plot_packages
-
-logger = logging.getLogger(__name__)
 
 INTRO = (
     "Classifiers trained on the frozen features (the encoder is not fine-tuned): weighted kNN (cosine, temperature "

@@ -6,7 +6,6 @@ against epochs, with the same evaluation at random initialisation as a dashed ba
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,6 @@ import numpy as np
 import torch
 
 from ..hub.records import RANDOM_INIT_SUFFIX, metric_name, read_train_log
-
-logger = logging.getLogger(__name__)
 
 
 def missing_plot_packages(tsne: bool = True) -> list[str]:

@@ -7,7 +7,6 @@ data, build the model and optimiser, resume, measure the untrained baseline, tra
 
 from __future__ import annotations
 
-import logging
 import resource
 import shutil
 import time
@@ -34,8 +33,6 @@ from .checkpoint import TrainState, resolve_checkpoint, save_checkpoint
 from .components import TrainingData, build_model, build_optimizer, build_training_data
 from .grad_cache import grad_cache_step
 from .monitor import KnnMonitor
-
-logger = logging.getLogger(__name__)
 
 
 def train_step(run: Run, batch: dict[str, torch.Tensor]) -> torch.Tensor:
