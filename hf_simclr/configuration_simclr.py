@@ -65,10 +65,22 @@ class SimCLRConfig(PreTrainedConfig):
         projection_hidden_dim (`int`, *optional*): width of the hidden layer(s) of the projection head; by default
             the encoder's width (the size of h, 2048 for ResNet-50), as in the paper.
         projection_dim (`int`, defaults to 128): size of the projection z that the loss sees.
-        projection_layers (`int`, defaults to 2): 2 is SimCLR's Dense-ReLU-Dense, 3 is SimCLRv2's deeper head.
+        projection_layers (`int`, defaults to 2): 2 is SimCLR's Dense-ReLU-Dense, 3 is SimCLRv2's deeper head;
+            0 is no head (z = h), as the official code's `proj_head_mode="none"` and the released v1 checkpoints.
         projection_batch_norm (`bool`, defaults to `False`): BatchNorm after every dense layer, as the official
             code (v1 and v2): the dense layers then have no bias and the last BatchNorm has a learned scale but no
             learned centre.
+        classifier_projection_layers (`int`, defaults to 0): in [`SimCLRForImageClassification`], how many
+            projection-head layers stay between h and the classifier: 0 puts it on h (linear evaluation, 100%
+            fine-tuning), 1 on the first head layer's output (SimCLRv2's fine-tuning on 1% and 10% of the labels).
+            The kept layers have the keys of [`SimCLRModel`]'s head, so they load from its checkpoints.
+        width_multiplier (`float`, defaults to 1): for timm ResNets with a 7x7 stem, SimCLR's width multiplier:
+            every width, the 64-channel stem included, is multiplied (the paper's ResNet-50 2x and 4x; timm's
+            `wide_resnet50_2` is another network). Any w with 64 * w a whole number, e.g. 0.5 for a thinner net.
+        tf_same_stem_pool (`bool`, defaults to `False`): pad the stem max-pool as TensorFlow's 'SAME' does (only at
+            the bottom and right on even sizes) instead of on every side, as the official checkpoints were trained.
+        batch_norm_eps (`float`, *optional*): epsilon of every BatchNorm of the encoder and the head; by default the
+            backbone's own (1e-5 for timm ResNets, as the official code).
         temperature (`float`, defaults to 0.1): NT-Xent temperature.
         image_size (`int`, defaults to 224): training resolution; the saved image processor crops to it.
         image_mean, image_std (`list[float]`): normalisation applied to pixel values.
@@ -83,6 +95,10 @@ class SimCLRConfig(PreTrainedConfig):
     projection_dim: int = 128
     projection_layers: int = 2
     projection_batch_norm: bool = False
+    classifier_projection_layers: int = 0
+    width_multiplier: float = 1
+    tf_same_stem_pool: bool = False
+    batch_norm_eps: float | None = None
     temperature: float = 0.1
     image_size: int = 224
     image_mean: list[float] | None = None
@@ -107,7 +123,26 @@ class SimCLRConfig(PreTrainedConfig):
         if self.projection_hidden_dim is not None:
             _check_int("projection_hidden_dim", self.projection_hidden_dim, 1)
         _check_int("projection_dim", self.projection_dim, 1)
-        _check_int("projection_layers", self.projection_layers, 1, 3)
+        _check_int("projection_layers", self.projection_layers, 0, 3)
+        _check_int("classifier_projection_layers", self.classifier_projection_layers, 0)
+        if self.classifier_projection_layers > self.projection_layers:
+            raise ValueError(
+                f"classifier_projection_layers ({self.classifier_projection_layers}) must be at most "
+                f"projection_layers ({self.projection_layers}): the classifier sits on a layer of the head"
+            )
+        w = self.width_multiplier
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0 or 64 * w != int(64 * w):
+            raise ValueError(f"width_multiplier must be a number > 0 with 64 * width_multiplier whole, got {w!r}")
+        if self.width_multiplier != 1 and "channels" in self.backbone_kwargs:
+            raise ValueError("width_multiplier scales the default channels: drop 'channels' from backbone_kwargs")
+        if not isinstance(self.tf_same_stem_pool, bool):
+            raise ValueError(f"tf_same_stem_pool must be true or false, got {self.tf_same_stem_pool!r}")
+        if self.batch_norm_eps is not None and (
+            isinstance(self.batch_norm_eps, bool)
+            or not isinstance(self.batch_norm_eps, (int, float))
+            or not 0 < self.batch_norm_eps < 1
+        ):
+            raise ValueError(f"batch_norm_eps must be a number in (0, 1) or None, got {self.batch_norm_eps!r}")
         _check_int("image_size", self.image_size, 8)
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
             raise ValueError(f"temperature must be a number in (0, 10], got {self.temperature!r}")

@@ -42,4 +42,21 @@ class NonFiniteLossError(RunFailure):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-__all__ = ["HubPushError", "InvalidModelFolderError", "NonFiniteLossError", "RunFailure", "SimCLRError", "UsageError"]
+class CheckpointError(UsageError):
+    """The source is not a readable official SimCLR checkpoint of a supported kind; nothing was written."""
+
+
+class SourceDownloadError(RunFailure):
+    """Downloading a checkpoint from the Hub failed (network, server); nothing was written."""
+
+
+__all__ = [
+    "CheckpointError",
+    "HubPushError",
+    "InvalidModelFolderError",
+    "NonFiniteLossError",
+    "RunFailure",
+    "SimCLRError",
+    "SourceDownloadError",
+    "UsageError",
+]

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import timm
 import torch
 from safetensors import SafetensorError
+from timm.layers import create_pool2d
+from timm.models.resnet import ResNet
 from torch import nn
 from transformers import BitImageProcessor, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
@@ -79,24 +81,37 @@ class BatchNorm1dNoCentre(nn.BatchNorm1d):
 
 
 class SimCLRProjectionHead(nn.Sequential):
-    """g(h): (Dense-ReLU) blocks then a final Dense (SimCLR: 2 layers, SimCLRv2: 3 layers).
+    """g(h): (Dense-ReLU) blocks then a final Dense (SimCLR: 2 layers, SimCLRv2: 3 layers; 0 layers: z = h).
 
     With `batch_norm`, as the official code: every Dense has no bias and is followed by BatchNorm; the last
-    BatchNorm has a learned scale but no learned centre.
+    BatchNorm has a learned scale but no learned centre. `keep_layers` builds only the first layers (with the same
+    module indices, hence the same state-dict keys), for a classifier on an intermediate layer of the head.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, batch_norm: bool) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int,
+        num_layers: int,
+        batch_norm: bool,
+        keep_layers: int | None = None,
+    ) -> None:
         layers: list[nn.Module] = []
         dim = in_dim
-        for _ in range(num_layers - 1):
-            layers += [nn.Linear(dim, hidden_dim, bias=not batch_norm)]
+        keep_layers = num_layers if keep_layers is None else keep_layers
+        for index in range(num_layers):
+            if index == keep_layers:
+                break
+            last = index == num_layers - 1
+            width = out_dim if last else hidden_dim
+            layers.append(nn.Linear(dim, width, bias=not batch_norm))
             if batch_norm:
-                layers.append(nn.BatchNorm1d(hidden_dim))
-            layers.append(nn.ReLU(inplace=True))
-            dim = hidden_dim
-        layers.append(nn.Linear(dim, out_dim, bias=not batch_norm))
-        if batch_norm:
-            layers.append(BatchNorm1dNoCentre(out_dim))
+                layers.append(BatchNorm1dNoCentre(width) if last else nn.BatchNorm1d(width))
+            if not last:
+                layers.append(nn.ReLU(inplace=True))
+            dim = width
+        self.out_features = dim
         super().__init__(*layers)
 
     def reset_parameters(self) -> None:
@@ -122,7 +137,48 @@ class SimCLRPreTrainedModel(PreTrainedModel):
             )
         # checked again here: the config may have been changed since it was validated
         check_backbone_kwargs(config.backbone_kwargs)
-        return timm.create_model(config.backbone, pretrained=False, num_classes=0, **config.backbone_kwargs)
+        kwargs = dict(config.backbone_kwargs)
+        width = getattr(config, "width_multiplier", 1)
+        if width != 1:
+            kwargs["channels"] = tuple(int(width * c) for c in _RESNET_CHANNELS)
+        try:
+            encoder = timm.create_model(config.backbone, pretrained=False, num_classes=0, **kwargs)
+        except TypeError as err:
+            if width == 1:
+                raise
+            raise ValueError(
+                f"width_multiplier applies to timm ResNets with a 7x7 stem (resnet50, resnet101, ...), not "
+                f"{config.backbone!r} ({err})"
+            ) from None
+        if width != 1:
+            _widen_stem(encoder, int(width * _RESNET_CHANNELS[0]), config.backbone)
+        if getattr(config, "tf_same_stem_pool", False):
+            pool = getattr(encoder, "maxpool", None)
+            if type(pool) is not nn.MaxPool2d:
+                raise ValueError(
+                    f"tf_same_stem_pool needs a backbone whose stem ends in a max-pool (timm ResNets), not "
+                    f"{config.backbone!r}: set it to false"
+                )
+            encoder.maxpool = create_pool2d("max", kernel_size=pool.kernel_size, stride=pool.stride, padding="same")
+        return encoder
+
+    def _create_projection_head(self, keep_layers: int | None = None) -> SimCLRProjectionHead:
+        config = self.config
+        return SimCLRProjectionHead(
+            self.encoder.num_features,
+            config.projection_hidden_dim or self.encoder.num_features,
+            config.projection_dim,
+            config.projection_layers,
+            config.projection_batch_norm,
+            keep_layers=keep_layers,
+        )
+
+    def _set_batch_norm_eps(self) -> None:
+        eps = getattr(self.config, "batch_norm_eps", None)
+        if eps is not None:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eps = eps
 
     def _init_weights(self, module: nn.Module) -> None:
         # The encoder keeps timm's own initialisation (e.g. zero-initialised last BN of each residual block):
@@ -184,20 +240,50 @@ class SimCLRPreTrainedModel(PreTrainedModel):
         super().save_pretrained(save_directory, *args, **kwargs)
 
 
+_RESNET_CHANNELS = (64, 128, 256, 512)  # timm ResNets' stage widths; the 7x7 stem has the first one
+
+
+def _widen_stem(encoder: nn.Module, width: int, backbone: str) -> None:
+    """Give a timm ResNet's 7x7 stem `width` channels (timm fixes it at 64) and rewire the first block's inputs."""
+    conv = getattr(encoder, "conv1", None)
+    if not isinstance(encoder, ResNet) or not isinstance(conv, nn.Conv2d) or conv.kernel_size != (7, 7):
+        raise ValueError(
+            f"width_multiplier applies to timm ResNets with a 7x7 stem (resnet50, resnet101, ...), not {backbone!r}"
+        )
+
+    def conv_like(old: nn.Conv2d, in_channels: int, out_channels: int) -> nn.Conv2d:
+        new = nn.Conv2d(in_channels, out_channels, old.kernel_size, old.stride, old.padding, bias=False)
+        nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")  # as timm initialises convs
+        return new
+
+    encoder.conv1 = conv_like(conv, conv.in_channels, width)
+    encoder.bn1 = nn.BatchNorm2d(width, eps=encoder.bn1.eps, momentum=encoder.bn1.momentum)
+    first = encoder.layer1[0]
+    first.conv1 = conv_like(first.conv1, width, first.conv1.out_channels)
+    out_channels = first.conv3.out_channels if hasattr(first, "conv3") else first.conv2.out_channels
+    if first.downsample is not None:
+        first.downsample[0] = conv_like(first.downsample[0], width, out_channels)
+    elif width != out_channels:  # timm made no shortcut projection because its 64-channel stem matched
+        shortcut = nn.Conv2d(width, out_channels, 1, bias=False)
+        nn.init.kaiming_normal_(shortcut.weight, mode="fan_out", nonlinearity="relu")
+        first.downsample = nn.Sequential(shortcut, nn.BatchNorm2d(out_channels, eps=encoder.bn1.eps))
+    encoder.feature_info[0]["num_chs"] = width
+
+
 class SimCLRModel(SimCLRPreTrainedModel):
-    """SimCLR (Chen et al. 2020): encoder f, projection head g and NT-Xent over two augmented views."""
+    """SimCLR (Chen et al. 2020): encoder f, projection head g and NT-Xent over two augmented views.
+
+    A checkpoint may also hold a classifier (converted official checkpoints do); this model leaves it out.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"classifier\..*"]
 
     def __init__(self, config: SimCLRConfig) -> None:
         super().__init__(config)
         self.encoder = self._create_encoder()
-        self.projection_head = SimCLRProjectionHead(
-            self.encoder.num_features,
-            config.projection_hidden_dim or self.encoder.num_features,
-            config.projection_dim,
-            config.projection_layers,
-            config.projection_batch_norm,
-        )
+        self.projection_head = self._create_projection_head()
         self.loss_fn = NTXentLoss(temperature=config.temperature)
+        self._set_batch_norm_eps()
         self.post_init()
 
     @property
@@ -239,11 +325,14 @@ class SimCLRModel(SimCLRPreTrainedModel):
 
 
 class SimCLRForImageClassification(SimCLRPreTrainedModel):
-    """A SimCLR encoder with a linear classifier on h, for linear evaluation and fine-tuning.
+    """A SimCLR encoder with a linear classifier, for linear evaluation and fine-tuning.
 
-    Loading a [`SimCLRModel`] checkpoint carries the encoder over and creates a new classifier; the projection
-    head is dropped. With `config.freeze_encoder` (or `freeze_encoder()`), only the classifier trains and the
-    encoder stays in eval mode so its BatchNorm statistics do not move.
+    The classifier sits on h, or with `config.classifier_projection_layers = k` on the output of the first k layers
+    of the projection head (SimCLRv2 fine-tunes from the first one); those layers keep the keys of
+    [`SimCLRModel`]'s head. Loading a [`SimCLRModel`] checkpoint carries the encoder (and the kept head layers)
+    over and creates a new classifier; the rest of the head is dropped. With `config.freeze_encoder` (or
+    `freeze_encoder()`), only the classifier trains and everything below it stays in eval mode so its BatchNorm
+    statistics do not move.
     """
 
     _keys_to_ignore_on_load_unexpected = [r"projection_head\..*"]
@@ -252,27 +341,40 @@ class SimCLRForImageClassification(SimCLRPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.encoder = self._create_encoder()
-        self.classifier = nn.Linear(self.encoder.num_features, config.num_labels)
+        kept = getattr(config, "classifier_projection_layers", 0)
+        self.projection_head = None
+        in_features = self.encoder.num_features
+        if kept:
+            self.projection_head = self._create_projection_head(keep_layers=kept)
+            in_features = self.projection_head.out_features
+        self.classifier = nn.Linear(in_features, config.num_labels)
+        self._set_batch_norm_eps()
         self.post_init()
         if config.freeze_encoder:
             self.freeze_encoder()
 
     def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
         if module is getattr(self, "classifier", None):
             # the linear-evaluation protocol's classifier initialisation
             nn.init.normal_(module.weight, std=0.01)
             nn.init.zeros_(module.bias)
 
+    def _features(self) -> list[nn.Module]:
+        return [m for m in (self.encoder, self.projection_head) if m is not None]
+
     def freeze_encoder(self, freeze: bool = True) -> None:
-        """Stop (or restart) gradient updates of the encoder; frozen, it also stays in eval mode."""
+        """Stop (or restart) gradient updates below the classifier; frozen, that part also stays in eval mode."""
         self.config.freeze_encoder = freeze
-        self.encoder.requires_grad_(not freeze)
+        for module in self._features():
+            module.requires_grad_(not freeze)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> SimCLRForImageClassification:
         super().train(mode)
         if self.config.freeze_encoder:
-            self.encoder.eval()
+            for module in self._features():
+                module.eval()
         return self
 
     def forward(
@@ -284,6 +386,8 @@ class SimCLRForImageClassification(SimCLRPreTrainedModel):
     ) -> ImageClassifierOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         feature_map, pooled = self._encode(pixel_values)
+        if self.projection_head is not None:
+            pooled = self.projection_head(pooled)
         logits = self.classifier(pooled)
         loss = None
         if labels is not None:

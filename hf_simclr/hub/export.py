@@ -27,16 +27,18 @@ _SOURCE_KEYS = (
 )
 
 
-def save_model(model: SimCLRPreTrainedModel, output_dir: str | Path) -> Path:
+def save_model(model: SimCLRPreTrainedModel, output_dir: str | Path, state_dict: dict | None = None) -> Path:
     """Save weights (safetensors), config with `auto_map`, code files and the image processor to `output_dir`.
 
     Everything is written to a temporary folder first and moved into place file by file, so an interrupted save
-    never leaves a half-written model where a complete one was.
+    never leaves a half-written model where a complete one was. `state_dict` replaces the model's own weights in
+    the file (e.g. a projection head and a classifier together, which load into either Auto class).
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=".saving-") as tmp:
-        model.save_pretrained(tmp)  # safetensors weights, config, code and the image processor
+        # safetensors weights, config, code and the image processor; a copy of state_dict, which saving empties
+        model.save_pretrained(tmp, state_dict=dict(state_dict) if state_dict is not None else None)
         for path in Path(tmp).iterdir():
             path.replace(output_dir / path.name)
     return output_dir
