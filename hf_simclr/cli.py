@@ -8,6 +8,7 @@ scripts do); an error a person can act on ends in one line on stderr and the exi
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -75,7 +76,7 @@ def run_cli(main: Callable[[], Any]) -> int:
     """Run ``main`` and return the process's exit code: 0 when it returns, 2 on bad input, 1 when a run fails.
 
     Errors are told apart by type (:mod:`hf_simclr.errors`); their message is printed as one ``error:`` line on
-    stderr. Any other exception is a bug and keeps its traceback.
+    stderr. A full disk is a run failure wherever it strikes. Any other exception is a bug and keeps its traceback.
     """
     try:
         main()
@@ -85,10 +86,17 @@ def run_cli(main: Callable[[], Any]) -> int:
     except USAGE_ERRORS as error:
         _print_error(error)
         return UsageError.exit_code
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        _print_error(
+            f"no space left on device while writing {error.filename}: free some space or choose another folder"
+        )
+        return RunFailure.exit_code
     return 0
 
 
-def _print_error(error: BaseException) -> None:
+def _print_error(error: BaseException | str) -> None:
     print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
 
 

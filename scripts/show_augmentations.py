@@ -6,8 +6,10 @@ python scripts/show_augmentations.py --dataset path/to/images --preset imagenet 
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hf_simclr.augment.preview import augmentation_columns, augmentation_grid
 from hf_simclr.cli import parse_arguments, run_cli
@@ -35,6 +37,9 @@ class ShowAugmentationsArguments:
         if self.num_images < 1 or self.cell < 8:
             raise UsageError("--num_images must be at least 1 and --cell at least 8")
         self.preset = self.preset or ("demo" if self.dataset is None else "imagenet")
+        folder = Path(self.output).absolute().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):  # fail before the work, not when saving
+            raise UsageError(f"--output {self.output}: cannot write to {folder}; choose another --output")
 
 
 def show_augmentations(args: ShowAugmentationsArguments) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import mount_namespace_available, tiny_config
 from hub_server import hub_client, hub_server  # noqa: F401 - local Hub fixtures
 
 import hf_simclr  # noqa: F401 - registers the Auto classes
@@ -32,3 +32,10 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     with torch.no_grad():
         model(torch.randn(4, 3, 64, 64), torch.randn(4, 3, 64, 64))
     return save_model(model.eval(), tmp_path_factory.mktemp("simclr-tiny"))
+
+
+@pytest.fixture(scope="session")
+def mount_namespace() -> None:
+    """Tests of full disks and read-only folders mount real small or read-only filesystems in a mount namespace."""
+    if not mount_namespace_available():
+        pytest.skip("needs `unshare --mount` (root, or unprivileged user namespaces) to mount test filesystems")

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -72,6 +73,31 @@ def write_labelled_subset(folder: Path, train_per_class: int, test_per_class: in
         keep = torch.cat([(labels == c).nonzero().flatten()[:per_class] for c in range(10)]).sort().values
         splits[split].select(keep.tolist()).to_parquet(str(folder / f"{split}.parquet"))
     return folder
+
+
+def write_string_label_splits(
+    folder: Path, train_classes: range, test_classes: range, train_per_class: int = 4, test_per_class: int = 2
+) -> tuple[Path, list[str]]:
+    """Train and test parquet splits of the embedded data whose labels are class-name strings (not a ClassLabel);
+    returns the folder and the test split's labels."""
+    import datasets
+
+    from hf_simclr.data import load_default_splits
+
+    splits = load_default_splits()
+    names = splits["train"].features["label"].names
+    test_labels: list[str] = []
+    for split, classes, per_class in (
+        ("train", train_classes, train_per_class),
+        ("test", test_classes, test_per_class),
+    ):
+        labels = splits[split]["label"]
+        rows = sorted(i for c in classes for i in [j for j, label in enumerate(labels) if label == c][:per_class])
+        strings = [names[labels[i]] for i in rows]
+        table = datasets.Dataset.from_dict({"image": splits[split].select(rows)["image"], "label": strings})
+        table.cast_column("image", datasets.Image()).to_parquet(str(folder / f"{split}.parquet"))
+        test_labels = strings
+    return folder, test_labels
 
 
 def jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
@@ -199,10 +225,38 @@ def pretrain_command(args: list[str], processes: int = 1) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", *launch, "--dynamo_backend", "no", PRETRAIN, *args]
 
 
-def run_pretrain(args: list[str], *, processes: int = 1, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        pretrain_command(args, processes), capture_output=True, text=True, env=subprocess_env(), timeout=600, **kwargs
-    )
+def run_pretrain(
+    args: list[str], *, processes: int = 1, check: bool = True, timeout: int = 600, **kwargs
+) -> subprocess.CompletedProcess:
+    command = pretrain_command(args, processes)
+    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=timeout, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"pretrain failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result
+
+
+def mount_namespace_available() -> bool:
+    """Whether ``with_mounts`` can run here: ``unshare`` with a mount namespace (root, or user namespaces)."""
+    try:
+        probe = subprocess.run(with_mounts(["true"], "true"), capture_output=True, timeout=60)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+def with_mounts(command: list[str], setup: str) -> list[str]:
+    """``command`` run in a mount namespace of its own after the shell commands ``setup`` (see ``read_only`` and
+    ``small_filesystem``): real filesystems, seen only by that process, undone when it ends."""
+    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    return ["unshare", *user, "--mount", "sh", "-c", f'{setup} && exec "$@"', "sh", *command]
+
+
+def read_only(folder: Path) -> str:
+    """Mount commands that make ``folder`` read-only (a read-only bind mount: even root cannot write to it)."""
+    q = shlex.quote(str(folder))
+    return f"mount --bind {q} {q} && mount -o remount,bind,ro {q} {q}"
+
+
+def small_filesystem(folder: Path, size: str) -> str:
+    """Mount commands that put an empty filesystem of ``size`` (e.g. ``"200k"``) at ``folder``."""
+    return f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(folder))}"

@@ -11,7 +11,9 @@ from .sources import (
     HELD_OUT_SPLITS,
     apply_transform,
     check_images,
+    class_names_of,
     dataset_load_kwargs,
+    encode_labels,
     find_held_out_split,
     find_label_column,
     load_default_splits,
@@ -19,7 +21,14 @@ from .sources import (
     load_labelled_split,
     shard_for_process,
 )
-from .views import EpochBatchSampler, TwoViewDataset, collate_two_views, collate_views
+from .views import (
+    EpochBatchSampler,
+    ReadableOnly,
+    TwoViewDataset,
+    collate_two_views,
+    collate_views,
+    read_or_replace,
+)
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -29,12 +38,15 @@ __all__ = [
     "Box",
     "DatasetArguments",
     "EpochBatchSampler",
+    "ReadableOnly",
     "TwoViewDataset",
     "apply_transform",
     "check_images",
+    "class_names_of",
     "collate_two_views",
     "collate_views",
     "dataset_load_kwargs",
+    "encode_labels",
     "decode_crops",
     "decode_image",
     "find_held_out_split",
@@ -43,6 +55,7 @@ __all__ = [
     "load_image_dataset",
     "load_labelled_split",
     "open_image",
+    "read_or_replace",
     "shard_for_process",
     "to_rgb",
 ]

@@ -18,6 +18,7 @@ from typing import Any
 import datasets
 
 from ..errors import UsageError
+from ..hub.locate import check_local_or_hub, reaching_the_hub
 from .decode import decode_image
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "default_data"
@@ -25,6 +26,7 @@ DEFAULT_SPLITS = ("train", "test")
 DEFAULT_LABEL_COLUMN = "label"
 HELD_OUT_SPLITS = ("validation", "test")  # tried in this order when no held-out split is named
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
+DATA_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}
 AnyDataset = datasets.Dataset | datasets.IterableDataset
 
 
@@ -66,16 +68,21 @@ def _load_source(source: Any, split: str, streaming: bool, load_kwargs: dict[str
                 "imagefolder", data_dir=str(path), split=split, streaming=streaming, **load_kwargs
             )
         return datasets.load_dataset(str(path), split=split, streaming=streaming, **load_kwargs)
-    files = files or ([str(path)] if path is not None and (path.suffix or "*" in str(path)) else None)
+    if path is not None and (path.exists() or "*" in str(path) or path.suffix.lower() in DATA_FILE_BUILDERS):
+        files = [str(path)]
     if files:
         suffix = Path(files[0]).suffix.lower()
-        builder = {".parquet": "parquet", ".arrow": "arrow"}.get(suffix)
+        builder = DATA_FILE_BUILDERS.get(suffix)
         if builder is None:
             raise UsageError(f"unsupported data file {files[0]!r}: pass .parquet or .arrow files, a folder or a Hub id")
+        for file in files:
+            if "*" not in file and not Path(file).expanduser().exists():
+                raise UsageError(f"--dataset {file}: no such file")
         _check_single_split(files if len(files) > 1 else files[0], split, None)
         return datasets.load_dataset(
             builder, data_files={"train": files}, split="train", streaming=streaming, **load_kwargs
         )
+    check_local_or_hub(str(source), "--dataset")  # a Hub id from here on
     return datasets.load_dataset(str(source), split=split, streaming=streaming, **load_kwargs)
 
 
@@ -101,19 +108,27 @@ def _features(dataset: AnyDataset) -> datasets.Features | None:
     return features
 
 
-def check_images(dataset: AnyDataset, image_column: str = "image", num_samples: int = 16) -> int:
-    """Decode the first ``num_samples`` images; raise ``ValueError`` if none can be read, else return the failures."""
-    values = [example[image_column] for example in islice(iter(dataset), num_samples)]
+def check_images(dataset: AnyDataset, image_column: str = "image", num_samples: int = 64) -> int:
+    """Decode ``num_samples`` images spread evenly over ``dataset`` (the first ones of a stream, which cannot be
+    sampled without reading it); raise :class:`UsageError` if most of them cannot be read, else return how many
+    failed. Training replaces or drops the rest of the unreadable images and counts them."""
+    if isinstance(dataset, datasets.Dataset):
+        size, count = len(dataset), min(len(dataset), num_samples)
+        rows = [i * size // count for i in range(count)]
+        values, where = dataset.select(rows)[image_column], "sampled across the dataset"
+    else:
+        values = [example[image_column] for example in islice(iter(dataset), num_samples)]
+        where = "at the start of the stream"
     failures = 0
     for value in values:
         try:
             decode_image(value)
         except Exception:
             failures += 1
-    if values and failures == len(values):
+    if values and 2 * failures > len(values):
         raise UsageError(
-            f"none of the first {len(values)} images in column {image_column!r} could be decoded: "
-            "the files are corrupt or not images (check --dataset / --image_column)"
+            f"only {len(values) - failures} of {len(values)} images {where} could be decoded (column "
+            f"{image_column!r}): the files are corrupt or not images; check --dataset / --image_column"
         )
     return failures
 
@@ -125,7 +140,7 @@ def load_image_dataset(
     streaming: bool = False,
     *,
     decode: bool = False,
-    check: int = 16,
+    check: int = 64,
     **load_kwargs: Any,
 ) -> AnyDataset:
     """Load an image dataset for SimCLR and check that its images can be read.
@@ -140,8 +155,18 @@ def load_image_dataset(
         image_column: the column holding the images (``--image_column`` on the command line).
         streaming: return an ``IterableDataset`` that reads lazily (see :func:`shard_for_process` for multi-GPU).
         decode: keep the ``Image`` feature decoding to PIL; the default ``False`` leaves it to the transforms.
-        check: decode this many leading images and raise ``ValueError`` if all fail (0 disables).
+        check: decode this many images spread over the dataset and raise ``UsageError`` if most fail (0 disables).
+
+    A Hub that cannot be reached is a :class:`hf_simclr.errors.RunFailure` of one line.
     """
+    name = f"dataset {source}" if isinstance(source, (str, os.PathLike)) else "the dataset"
+    with reaching_the_hub(name):
+        return _load_and_check(source, split, image_column, streaming, decode, check, load_kwargs)
+
+
+def _load_and_check(
+    source: Any, split: str, image_column: str, streaming: bool, decode: bool, check: int, load_kwargs: dict
+) -> AnyDataset:
     dataset = _load_source(source, split, streaming, load_kwargs)
     features = _features(dataset)
     columns = list(features) if features is not None else []
@@ -200,12 +225,15 @@ def load_labelled_split(
     split: str = "train",
     image_column: str = "image",
     label_column: str | None = None,
+    *,
+    class_names: list[str] | None = None,
     **load_kwargs: Any,
 ) -> tuple[datasets.Dataset, str, list[str]]:
     """One split of a labelled image dataset (``None``: the embedded default data): ``(dataset, label column, class
     names)``. Without ``label_column``, the first ``ClassLabel`` column, else ``"label"``.
 
-    Images stay undecoded; string labels are encoded to class ids. Raises ``UsageError`` naming the fix.
+    Images stay undecoded; labels become class ids (see :func:`encode_labels`), those of ``class_names`` when given:
+    pass the training split's to a held-out split. Raises ``UsageError`` naming the fix.
     """
     try:
         ds = load_image_dataset(source, split=split, image_column=image_column, check=4, **load_kwargs)
@@ -219,18 +247,64 @@ def load_labelled_split(
         found = find_label_column(ds)
         hint = f"--label_column {found[0]}" if found else "--label_column <name>"
         raise UsageError(f"label column {column!r} not found; available columns: {ds.column_names}; pass {hint}")
-    if found is not None and found[0] == column:
-        return ds, column, found[1]
-    dtype = getattr(ds.features[column], "dtype", None)
-    if dtype == "string":
-        ds = ds.class_encode_column(column)
-        return ds, column, list(ds.features[column].names)
+    ds, names = encode_labels(ds, column, class_names, split)
+    return ds, column, names
+
+
+def class_names_of(ds: AnyDataset, column: str) -> list[str]:
+    """The class names of a label column: a ``ClassLabel``'s, the sorted values of a string column, or
+    ``"0"``..``"C-1"`` for a column of integer ids. Other columns, and negative ids (unlabelled rows), are a
+    ``UsageError``."""
+    feature = ds.features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    dtype = getattr(feature, "dtype", None)
+    if dtype in ("string", "large_string"):
+        return sorted(value for value in ds.unique(column) if value is not None)
     if dtype is None or not dtype.startswith(("int", "uint")):
         raise UsageError(f"label column {column!r} holds {dtype or 'non-scalar'} values; it must hold class ids")
-    labels = ds[column]
-    if labels and min(labels) < 0:
+    ids = [i for i in ds.unique(column) if i is not None]
+    if ids and min(ids) < 0:
         raise UsageError(f"label column {column!r} has negative values; unlabelled rows cannot be evaluated")
-    return ds, column, [str(i) for i in range(max(labels) + 1 if labels else 0)]
+    return [str(i) for i in range(max(ids) + 1 if ids else 0)]
+
+
+def encode_labels(
+    ds: datasets.Dataset, column: str, class_names: list[str] | None = None, split: str = "train"
+) -> tuple[datasets.Dataset, list[str]]:
+    """``ds`` with the ids of ``class_names`` (by default its own, :func:`class_names_of`) in ``column``, and those
+    names.
+
+    Pass the training split's ``class_names`` to every other split (and to a sample of the training split), so that
+    a name has the same id everywhere: a label that is not one of them is a ``UsageError`` naming it.
+    """
+    names = class_names_of(ds, column)
+    if class_names is None or names == class_names:
+        return (ds.cast_column(column, datasets.ClassLabel(names=names)) if _is_string(ds, column) else ds), names
+    feature = ds.features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        _check_known([names[i] for i in ds.unique(column) if i is not None and i >= 0], class_names, column, split)
+        return ds.align_labels_with_mapping({name: i for i, name in enumerate(class_names)}, column), class_names
+    if _is_string(ds, column):
+        _check_known(names, class_names, column, split)
+        return ds.cast_column(column, datasets.ClassLabel(names=class_names)), class_names
+    _check_known([i for i in ds.unique(column) if i is not None and i >= len(class_names)], class_names, column, split)
+    return ds, class_names
+
+
+def _is_string(ds: AnyDataset, column: str) -> bool:
+    return getattr(ds.features[column], "dtype", None) in ("string", "large_string")
+
+
+def _check_known(labels: Sequence[Any], class_names: list[str], column: str, split: str) -> None:
+    known = set(class_names)
+    unknown = sorted({label for label in labels if label not in known}, key=str)
+    if unknown:
+        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+        raise UsageError(
+            f"label {unknown[0]!r}{more} of split {split!r} (column {column!r}) is not one of the training split's "
+            f"{len(class_names)} classes: every split must use the training split's labels"
+        )
 
 
 def shard_for_process(dataset: AnyDataset, rank: int, world_size: int) -> AnyDataset:

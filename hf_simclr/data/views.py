@@ -8,18 +8,43 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..errors import UsageError
+from ..errors import RunFailure, UsageError
 
 if TYPE_CHECKING:
     from ..augment import TwoViewTransform
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+MAX_REPLACEMENTS = 1000  # draws of other images for an unreadable one: enough for any mostly readable dataset
+
+
+def read_or_replace(read: Callable[[int], T], index: int, num_samples: int, key: str) -> tuple[T, int]:
+    """``(read(index), 0)``, or where that raises (a corrupt file), ``read`` of other indices drawn from ``key``
+    until one works: ``(result, number of failures)``.
+
+    Runs of unreadable images do not matter: the draws are independent, so with half of a dataset readable (what
+    :func:`hf_simclr.data.check_images` makes sure of) all of them failing has a probability of 2^-1000.
+    """
+    sample = index
+    for failed in range(MAX_REPLACEMENTS + 1):
+        try:
+            return read(sample), failed
+        except Exception as error:  # a corrupt file must not stop a DataLoader worker
+            logger.debug("unreadable image %d (%s: %s)", sample, type(error).__name__, error)
+            sample = random.Random(f"{key}-{failed}").randrange(num_samples)
+    raise RunFailure(
+        f"{MAX_REPLACEMENTS + 1} images drawn in a row could not be decoded: most of the dataset is unreadable; "
+        "check --dataset and --image_column"
+    )
 
 
 class TwoViewDataset(Dataset):
@@ -27,11 +52,9 @@ class TwoViewDataset(Dataset):
 
     The same sample gets the same views whatever the number of workers or processes, and a resumed run sees
     exactly the views the interrupted one would have. An unreadable image is replaced by another one drawn from the
-    same seed, so every batch keeps its size (a contrastive batch must match across processes and chunks);
-    `num_failed` counts the replacements.
+    same seed (:func:`read_or_replace`), so every batch keeps its size (a contrastive batch must match across
+    processes and chunks); `num_failed` counts the replacements.
     """
-
-    max_replacements = 16
 
     def __init__(self, dataset: Any, transform: TwoViewTransform, seed: int) -> None:
         self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
@@ -45,18 +68,12 @@ class TwoViewDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         key = f"{self.seed}-{self.epoch}-{index}"
         rng = random.Random(key)
-        sample = index
-        for failed in range(self.max_replacements + 1):
-            try:
-                view_1, view_2 = self.transform.process(self.dataset[sample][self.transform.image_column], rng)
-                return {"pixel_values": view_1, "pixel_values_2": view_2, "num_failed": failed}
-            except Exception as error:  # a corrupt file must not stop a DataLoader worker
-                logger.debug("unreadable image %d (%s: %s)", sample, type(error).__name__, error)
-                sample = random.Random(f"{key}-{failed}").randrange(len(self.dataset))
-        raise RuntimeError(
-            f"{self.max_replacements + 1} images in a row could not be decoded: most of the dataset is unreadable; "
-            "check --dataset and --image_column"
-        )
+
+        def views(sample: int) -> tuple[torch.Tensor, ...]:
+            return self.transform.process(self.dataset[sample][self.transform.image_column], rng)
+
+        (view_1, view_2), failed = read_or_replace(views, index, len(self.dataset), key)
+        return {"pixel_values": view_1, "pixel_values_2": view_2, "num_failed": failed}
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -108,10 +125,41 @@ def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def collate_two_views(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """`collate_views`, with `num_skipped` counting the unreadable images `TwoViewDataset` replaced."""
+    """`collate_views`, with `num_skipped` counting the unreadable images `TwoViewDataset` replaced (or
+    `ReadableOnly` dropped)."""
     batch = collate_views(samples)
     batch["num_skipped"] = batch["num_skipped"] + sum(s.get("num_failed", 0) for s in samples)
     return batch
 
 
-__all__ = ["EpochBatchSampler", "TwoViewDataset", "collate_two_views", "collate_views"]
+class ReadableOnly:
+    """A batch transform of a stream (e.g. ``TwoViewTransform``) that keeps only the images it could read.
+
+    A stream cannot draw a replacement, so its unreadable images are left out before batching: every batch is full,
+    never empty. ``num_failed`` of the next image kept counts those left out (see :func:`collate_two_views`).
+    """
+
+    def __init__(self, transform: Callable[[dict[str, list]], dict[str, list]]) -> None:
+        self.transform = transform
+        self.unreported = 0  # left out since the last image kept (per worker process)
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        outputs = self.transform(batch)
+        kept = [i for i, pixels in enumerate(outputs["pixel_values"]) if pixels is not None]
+        self.unreported += len(outputs["pixel_values"]) - len(kept)
+        readable = {key: [values[i] for i in kept] for key, values in outputs.items()}
+        readable["num_failed"] = [0] * len(kept)
+        if kept:
+            readable["num_failed"][0], self.unreported = self.unreported, 0
+        return readable
+
+
+__all__ = [
+    "MAX_REPLACEMENTS",
+    "EpochBatchSampler",
+    "ReadableOnly",
+    "TwoViewDataset",
+    "collate_two_views",
+    "collate_views",
+    "read_or_replace",
+]

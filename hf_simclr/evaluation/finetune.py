@@ -18,17 +18,19 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForImageClassification
 
 from ..cli import parse_arguments
-from ..data import DatasetArguments, decode_image
+from ..data import DatasetArguments, decode_image, read_or_replace
 from ..errors import UsageError
 from ..hub.card import update_model_card
 from ..hub.export import build_image_processor, save_model
-from ..hub.records import FINETUNE_LOG, RunLog, dataset_names, write_eval_results
+from ..hub.locate import check_local_or_hub, reaching_the_hub
+from ..hub.output_lock import OutputDirLock
+from ..hub.records import FINETUNE_LOG, RunLog, dataset_names, write_eval_results, writing
 from ..training.optim import build_schedule, scaled_learning_rate
 from .features import ImageProcessorCollate
 from .linear_eval import load_train_and_held_out
@@ -86,13 +88,25 @@ def parse_args(argv: Sequence[str] | None = None) -> FinetuneArguments:
     return parse_arguments(FinetuneArguments, argv, description)
 
 
-class CropFlipCollate:
-    """DataLoader ``collate_fn`` for training rows: decode, random resized crop, horizontal flip, normalise."""
+class CropFlipDataset(Dataset):
+    """Training rows of fine-tuning: decode, random resized crop, horizontal flip, normalise; and the label.
+
+    An unreadable image is replaced by another row drawn from ``seed`` (as in pretraining), so batches keep their
+    size; ``num_failed`` counts the replacements.
+    """
 
     def __init__(
-        self, size: int, min_scale: float, mean: list[float], std: list[float], image_column: str, label_column: str
+        self,
+        rows: Any,
+        size: int,
+        min_scale: float,
+        mean: list[float],
+        std: list[float],
+        image_column: str,
+        label_column: str,
+        seed: int,
     ) -> None:
-        self.image_column, self.label_column = image_column, label_column
+        self.rows, self.image_column, self.label_column, self.seed = rows, image_column, label_column, seed
         self.transform = v2.Compose(
             [
                 v2.PILToTensor(),
@@ -103,15 +117,22 @@ class CropFlipCollate:
             ]
         )
 
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        images = [self.transform(decode_image(row[self.image_column])) for row in rows]
-        labels = torch.tensor([int(row[self.label_column]) for row in rows], dtype=torch.long)
-        return {"pixel_values": torch.stack(images), "labels": labels}
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        def crop_flip(sample: int) -> tuple[torch.Tensor, int]:
+            row = self.rows[sample]
+            return self.transform(decode_image(row[self.image_column])), int(row[self.label_column])
+
+        (pixels, label), failed = read_or_replace(crop_flip, index, len(self.rows), f"{self.seed}-{index}")
+        return {"pixel_values": pixels, "labels": label, "num_failed": failed}
 
 
 def _load_model(args: FinetuneArguments, class_names: list[str]) -> torch.nn.Module:
     try:
-        config = AutoConfig.from_pretrained(args.model)
+        with reaching_the_hub(f"model {args.model}"):
+            config = AutoConfig.from_pretrained(args.model)
     except OSError as error:
         raise UsageError(f"--model {args.model}: no config.json found; pass a SimCLR model folder or Hub id") from error
     if config.model_type != "simclr":
@@ -120,27 +141,35 @@ def _load_model(args: FinetuneArguments, class_names: list[str]) -> torch.nn.Mod
             "(use scripts/linear_eval.py to evaluate other backbones)"
         )
     id2label = dict(enumerate(class_names))
-    return AutoModelForImageClassification.from_pretrained(
-        args.model,
-        num_labels=len(class_names),
-        id2label=id2label,
-        label2id={name: i for i, name in id2label.items()},
-        freeze_encoder=args.freeze_encoder,
-        ignore_mismatched_sizes=True,  # a classifier checkpoint with another number of classes
-    )
+    try:
+        with reaching_the_hub(f"model {args.model}"):
+            return AutoModelForImageClassification.from_pretrained(
+                args.model,
+                num_labels=len(class_names),
+                id2label=id2label,
+                label2id={name: i for i, name in id2label.items()},
+                freeze_encoder=args.freeze_encoder,
+                ignore_mismatched_sizes=True,  # a classifier checkpoint with another number of classes
+            )
+    except OSError as error:  # no weights file, or a truncated one
+        reason = str(error).strip().splitlines()[0]
+        raise UsageError(
+            f"--model {args.model}: {reason}; pass a folder written by save_pretrained or a Hub id"
+        ) from error
 
 
 def _loaders(args: FinetuneArguments, train_ds: Any, test_ds: Any, label_column: str, config: Any) -> tuple:
     """Training batches (random crop + flip) and test batches (the model's evaluation preprocessing)."""
     columns = [args.image_column, label_column]
-    crop_flip = CropFlipCollate(config.image_size, args.min_crop_scale, config.image_mean, config.image_std, *columns)
+    normalise = (config.image_mean, config.image_std)
+    rows = train_ds.select_columns(columns)
+    crop_flip = CropFlipDataset(rows, config.image_size, args.min_crop_scale, *normalise, *columns, seed=args.seed)
     train_loader = DataLoader(
-        train_ds.select_columns(columns),
+        crop_flip,
         batch_size=args.per_device_batch_size,
         shuffle=True,
         num_workers=args.num_workers,
         generator=torch.Generator().manual_seed(args.seed),
-        collate_fn=crop_flip,
     )
     test_loader = DataLoader(
         test_ds.select_columns(columns),
@@ -167,7 +196,14 @@ def _evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerat
 
 def finetune(args: FinetuneArguments) -> dict[str, float]:
     """Fine-tune as described by ``args``; returns test top-1 / top-5 (fractions in [0, 1])."""
+    check_local_or_hub(args.model, "--model")
     accelerator = Accelerator()
+    # before any work: the folder must be writable and not in use (held by the main process alone)
+    with OutputDirLock(args.output_dir, hold=accelerator.is_main_process):
+        return _finetune(args, accelerator)
+
+
+def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, float]:
     set_seed(args.seed)
     (train_ds, label_column, class_names), (test_ds, _, _), split = load_train_and_held_out(args)
     kept, _ = class_balanced_split(torch.tensor(train_ds[label_column]), args.label_fraction, args.seed)
@@ -186,12 +222,15 @@ def finetune(args: FinetuneArguments) -> dict[str, float]:
     output_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(output_dir / FINETUNE_LOG)
     log.clear()
-    _train(args, accelerator, model, optimizer, scheduler, train_loader, total_steps, log)
+    replaced = _train(args, accelerator, model, optimizer, scheduler, train_loader, total_steps, log)
+    if replaced:
+        accelerator.print(f"replaced {replaced} unreadable images with other images of the training split")
     metrics = _evaluate(model, test_loader, accelerator)
     accelerator.print(", ".join(f"{key} {100 * value:.2f}%" for key, value in metrics.items()))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(model).eval(), output_dir)
+        with writing(output_dir, "the fine-tuned model"):
+            save_model(accelerator.unwrap_model(model).eval(), output_dir)
         details = {
             "base_model": args.model,
             "label_fraction": args.label_fraction,
@@ -201,6 +240,7 @@ def finetune(args: FinetuneArguments) -> dict[str, float]:
             "learning_rate": lr,
             "global_batch_size": global_batch,
             "weight_decay": args.weight_decay,
+            "skipped_images": replaced,
         }
         _write_results(args, split, metrics, details, log)
         accelerator.print(f"model, results and card in {output_dir}")
@@ -217,12 +257,15 @@ def _train(
     loader: DataLoader,
     total_steps: int,
     log: RunLog,
-) -> None:
+) -> int:
+    """The training epochs; returns how many unreadable images were replaced (on all processes)."""
     step = 0
+    replaced = torch.zeros((), dtype=torch.long, device=accelerator.device)
     progress = tqdm(total=total_steps, desc="fine-tuning", disable=not accelerator.is_local_main_process)
     for _ in range(args.epochs):
         model.train()  # SimCLRForImageClassification keeps a frozen encoder in eval mode
         for batch in loader:
+            replaced += batch["num_failed"].sum()
             loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
             accelerator.backward(loss)
             optimizer.step()
@@ -233,6 +276,7 @@ def _train(
             if accelerator.is_main_process and (step % 10 == 0 or step == total_steps):
                 log.write(step, step / len(loader), loss=loss.item(), lr=scheduler.get_last_lr()[0])
     progress.close()
+    return int(accelerator.reduce(replaced, reduction="sum").item())
 
 
 def _write_results(
@@ -265,4 +309,4 @@ def _write_results(
         plot_training_curves(log.path, output_dir / "finetune_curves.png", loss_title="Cross-entropy loss")
 
 
-__all__ = ["CropFlipCollate", "FinetuneArguments", "finetune", "parse_args"]
+__all__ = ["CropFlipDataset", "FinetuneArguments", "finetune", "parse_args"]

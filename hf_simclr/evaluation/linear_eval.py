@@ -20,6 +20,8 @@ from ..cli import parse_arguments
 from ..data import DatasetArguments, find_held_out_split, load_labelled_split
 from ..errors import UsageError
 from ..hub.card import update_model_card
+from ..hub.locate import check_local_or_hub, reaching_the_hub
+from ..hub.output_lock import OutputDirLock
 from ..hub.records import TRAIN_LOG, dataset_names, write_eval_results
 from ..modeling_simclr import build_image_processor
 from .features import extract_features
@@ -106,14 +108,19 @@ def default_device() -> torch.device:
 def load_encoder(model_id: str, random_init: bool = False, seed: int = 0) -> tuple[nn.Module, Any]:
     """Any ``AutoModel`` image backbone and its image processor (a SimCLR folder without one gets the default).
 
-    With ``random_init``, the same architecture with freshly initialised weights: the baseline to beat.
+    With ``random_init``, the same architecture with freshly initialised weights: the baseline to beat. Weights that
+    do not fit the config (a backbone tensor missing, or one of the backbone's own left over) are a ``UsageError``:
+    the model would be partly random.
     """
+    check_local_or_hub(model_id, "--model")
     try:
-        if random_init:
-            torch.manual_seed(seed)
-            model = AutoModel.from_config(AutoConfig.from_pretrained(model_id))
-        else:
-            model = AutoModel.from_pretrained(model_id)
+        with reaching_the_hub(f"model {model_id}"):
+            if random_init:
+                torch.manual_seed(seed)
+                model = AutoModel.from_config(AutoConfig.from_pretrained(model_id))
+            else:
+                model, loading = AutoModel.from_pretrained(model_id, output_loading_info=True)
+                check_weights_match(model_id, model, loading)
     except OSError as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UsageError(
@@ -132,6 +139,33 @@ def load_encoder(model_id: str, random_init: bool = False, seed: int = 0) -> tup
     return model.eval(), processor
 
 
+def check_weights_match(model_id: str, model: nn.Module, loading: dict[str, list]) -> None:
+    """Refuse a model that ``from_pretrained`` left partly randomly initialised.
+
+    Missing weights are refused, except a SimCLR model's projection head (the features h come before it, and a
+    fine-tuned SimCLR folder has none). Left-over weights are refused when the checkpoint holds the same architecture;
+    a task model's (e.g. ``ResNetForImageClassification``) head is not part of its backbone and may be left over.
+    """
+    simclr = getattr(model.config, "model_type", None) == "simclr"
+    missing = [key for key in loading["missing_keys"] if not (simclr and key.startswith("projection_head."))]
+    mismatched = [entry[0] if isinstance(entry, (tuple, list)) else entry for entry in loading["mismatched_keys"]]
+    architectures = getattr(model.config, "architectures", None) or [type(model).__name__]
+    unexpected = list(loading["unexpected_keys"]) if type(model).__name__ in architectures else []
+    for problem, keys in (("has no weights for", missing), ("has weights of another shape for", mismatched)):
+        if keys:
+            raise UsageError(
+                f"--model {model_id}: its config does not match its weights: it {problem} {len(keys)} tensors of "
+                f"the {type(model).__name__} its config describes (e.g. {sorted(keys)[0]}); fix config.json or the "
+                "weights"
+            )
+    if unexpected:
+        raise UsageError(
+            f"--model {model_id}: its config does not match its weights: {len(unexpected)} weights are not part of "
+            f"the {type(model).__name__} its config describes (e.g. {sorted(unexpected)[0]}); fix config.json or the "
+            "weights"
+        )
+
+
 def load_train_and_held_out(args: DatasetArguments) -> tuple[tuple, tuple, str]:
     """``(train, held_out, held-out split name)`` of a labelled dataset, each ``(dataset, label column, class
     names)``; the held-out split is ``--eval_split``, else ``validation``, else ``test``."""
@@ -140,12 +174,18 @@ def load_train_and_held_out(args: DatasetArguments) -> tuple[tuple, tuple, str]:
     found = find_held_out_split(args.dataset, args.eval_split, args.image_column, **args.load_kwargs())
     if found is None:
         raise UsageError(f"{args.dataset or 'the dataset'} has no 'validation' or 'test' split: pass --eval_split")
-    held_out = load_labelled_split(args.dataset, found[1], **{**load, "label_column": train[1]})
+    held_out = load_labelled_split(args.dataset, found[1], **{**load, "label_column": train[1]}, class_names=train[2])
     return train, held_out, found[1]
 
 
 def linear_eval(args: LinearEvalArguments) -> dict[str, Any]:
     """Run the evaluation described by ``args``; returns the results entry's metrics (fractions in [0, 1])."""
+    check_local_or_hub(args.model, "--model")
+    with OutputDirLock(args.output_dir):  # before any work: the folder must be writable and not in use
+        return _linear_eval(args)
+
+
+def _linear_eval(args: LinearEvalArguments) -> dict[str, Any]:
     (train_ds, label_column, class_names), (test_ds, _, _), split = load_train_and_held_out(args)
     model, processor = load_encoder(args.model, random_init=args.random_init, seed=args.seed)
     device = default_device()
@@ -153,7 +193,7 @@ def linear_eval(args: LinearEvalArguments) -> dict[str, Any]:
     extract.update(batch_size=args.batch_size, num_workers=args.num_workers, device=device)
     train_x, train_y = extract_features(model, train_ds, desc=f"{args.train_split} features", **extract)
     test_x, test_y = extract_features(model, test_ds, desc=f"{split} features", **extract)
-    num_classes = max(len(class_names), int(max(train_y.max(), test_y.max())) + 1)
+    num_classes = len(class_names)
     metrics = knn_accuracy(train_x, train_y, test_x, test_y, num_classes=num_classes, device=device)
     probe = linear_probe(
         train_x,

@@ -20,6 +20,7 @@ from huggingface_hub.utils import validate_repo_id
 from ..cli import ArgumentParser
 from ..configuration_simclr import SimCLRConfig
 from ..errors import HubPushError, InvalidModelFolderError, UsageError
+from .output_lock import LOCK_FILE
 from .records import CHECKPOINTS
 
 __all__ = [
@@ -49,6 +50,8 @@ IGNORE_PATTERNS = [
     ".saving-*/",
     f"{CHECKPOINTS}/",
     "timm/",
+    LOCK_FILE,  # left by a run that was killed
+    ".*.partial",  # a JSON record being written when a run was killed (hf_simclr.hub.records.write_json)
 ]
 WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
 

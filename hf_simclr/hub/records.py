@@ -9,6 +9,7 @@ A pretraining run's folder (``--output_dir``)::
     results.json          # the final metrics of the run
     eval_results.json     # later evaluations: {"results": [entry, ...]}
     checkpoints/step_N/   # resumable training state
+    .hf_simclr.lock       # held by the run writing to the folder (hf_simclr.hub.output_lock)
 
 A log row holds ``step`` (optimizer steps, required), ``epoch`` (float) and any metrics; rows of different kinds
 interleave::
@@ -23,16 +24,26 @@ the encoder before training. An ``eval_results.json`` entry is one evaluation of
      "metrics": {"knn_top1_k20": 0.81, "linear_top1": 0.84, ...}, "details": {...}, "date": "2025-01-01T00:00:00+00:00"}
 
 A new entry replaces the one with the same evaluation, dataset and split; the others are kept.
+
+Files are written whole or not at all: JSON files through a temporary file renamed into place, and a write that fails
+on a full disk removes what it had written and becomes a :class:`hf_simclr.errors.RunFailure` saying so
+(:func:`writing`).
 """
 
 from __future__ import annotations
 
 import datetime
+import errno
 import json
+import os
 import re
-from collections.abc import Mapping
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from ..errors import RunFailure
 
 TRAIN_LOG = "train_log.jsonl"
 FINETUNE_LOG = "finetune_log.jsonl"
@@ -105,10 +116,58 @@ def read_train_log(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_NEARLY_FULL_BYTES = 1 << 20
+
+
+def is_disk_full(error: BaseException, folder: str | Path) -> bool:
+    """Whether ``error``, raised while writing into ``folder``, comes from a full disk (or quota): an ``OSError``
+    saying so anywhere in its chain or, for writers that do not say (``torch.save`` raises a bare ``RuntimeError``),
+    less than 1 MiB left on the folder's filesystem. Call it before removing what the failed write left."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < _NEARLY_FULL_BYTES
+
+
+@contextmanager
+def writing(folder: str | Path, what: str, *, partial: str | Path | None = None, then: str = "") -> Iterator[None]:
+    """Write ``what`` into ``folder`` in the block: if it fails, ``partial`` (a file or folder being written) is
+    removed, and a full disk becomes a :class:`RunFailure` whose message ends with ``then`` (how to go on)."""
+    try:
+        yield
+    except Exception as error:
+        full = is_disk_full(error, folder)
+        if partial is not None:
+            partial = Path(partial)
+            if partial.is_dir():
+                shutil.rmtree(partial, ignore_errors=True)
+            else:
+                partial.unlink(missing_ok=True)
+        if full:
+            raise RunFailure(
+                f"no space left on device while writing {what} to {folder}: free some space or choose another "
+                f"folder{'; ' + then if then else ''}"
+            ) from error
+        raise
+
+
 def write_json(path: str | Path, value: Any) -> Path:
-    """``value`` as indented JSON (``training_args.json``, ``results.json``)."""
+    """``value`` as indented JSON (``training_args.json``, ``results.json``), replacing the file whole."""
     path = Path(path)
-    path.write_text(json.dumps(value, indent=2) + "\n")
+    partial = path.with_name(f".{path.name}.partial")
+    with writing(path.parent, path.name, partial=partial):
+        partial.write_text(json.dumps(value, indent=2) + "\n")
+        partial.replace(path)
     return path
 
 
@@ -148,6 +207,7 @@ def write_eval_results(
 __all__ = [
     "CHECKPOINTS",
     "DEFAULT_DATASET_NAME",
+    "DISK_FULL_ERRNOS",
     "EVAL_RESULTS",
     "FINETUNE_LOG",
     "METRIC_NAMES",
@@ -158,8 +218,10 @@ __all__ = [
     "TRAIN_LOG",
     "RunLog",
     "dataset_names",
+    "is_disk_full",
     "metric_name",
     "read_train_log",
     "write_eval_results",
     "write_json",
+    "writing",
 ]

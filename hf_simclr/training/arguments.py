@@ -18,6 +18,7 @@ from ..hub.records import TRAINING_ARGS
 from .optim import LR_SCALINGS
 
 SQRT_BASE_LR = 0.075  # lr = 0.075 x sqrt(B), the paper's rule for square-root scaling
+MAX_IMAGE_SIZE = 4096  # far above any SimCLR recipe; a larger side is a typo that would fail on a huge allocation
 
 # Values a preset fills in for every argument the user did not give.
 PRESETS: dict[str, dict] = {
@@ -151,6 +152,8 @@ class PretrainArguments(DatasetArguments):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"--{name} must be >= 1, got {value}")
+        if self.image_size is not None and self.image_size > MAX_IMAGE_SIZE:
+            raise UsageError(f"--image_size must be <= {MAX_IMAGE_SIZE} pixels, got {self.image_size}")
         if self.backbone is not None and not timm.is_model(self.backbone):
             raise UsageError(f"--backbone {self.backbone!r} is not a timm model name; see timm.list_models()")
         if self.temperature is not None and not 0 < self.temperature <= 10:
@@ -208,4 +211,4 @@ def parse_args(argv: Sequence[str] | None = None) -> PretrainArguments:
     return args
 
 
-__all__ = ["PRESETS", "SQRT_BASE_LR", "PretrainArguments", "build_parser", "parse_args"]
+__all__ = ["MAX_IMAGE_SIZE", "PRESETS", "SQRT_BASE_LR", "PretrainArguments", "build_parser", "parse_args"]

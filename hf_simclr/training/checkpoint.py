@@ -9,8 +9,10 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from ..errors import UsageError
+from ..hub.records import writing
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+_GO_ON = "then go on with --resume_from_checkpoint latest"
 
 
 class TrainState:
@@ -66,7 +68,9 @@ def save_checkpoint(accelerator: Accelerator, root: Path, step: int, keep: int) 
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    # a full disk: the half-written folder goes, the complete checkpoints stay
+    with writing(root, f"the checkpoint of step {step}", partial=tmp, then=_GO_ON):
+        accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)

@@ -16,6 +16,7 @@ from ..augment import TwoViewTransform
 from ..configuration_simclr import SimCLRConfig
 from ..data import (
     EpochBatchSampler,
+    ReadableOnly,
     TwoViewDataset,
     apply_transform,
     collate_two_views,
@@ -88,12 +89,12 @@ def _stream_loader(
 ) -> tuple[DataLoader, int]:
     if args.max_steps is None:
         raise UsageError("a streamed dataset has no known length: give --max_steps")
-    stream = apply_transform(shard_for_process(train_data.shuffle(seed=args.seed), rank, world), crop)
+    stream = apply_transform(shard_for_process(train_data.shuffle(seed=args.seed), rank, world), ReadableOnly(crop))
     loader = DataLoader(
         stream,
         batch_size=args.per_device_batch_size,
-        drop_last=True,
-        **loader_kwargs(min(workers, stream.num_shards), device),
+        drop_last=True,  # with unreadable images left out before batching: every batch is full
+        **loader_kwargs(min(workers, stream.num_shards), device, collate_two_views),
     )
     # an epoch from the split's size where the dataset card records it; else --max_steps spans --epochs epochs,
     # so that warm-up keeps its share of the run

@@ -7,6 +7,7 @@ data, build the model and optimiser, resume, measure the untrained baseline, tra
 
 from __future__ import annotations
 
+import math
 import resource
 import shutil
 import time
@@ -23,16 +24,18 @@ from tqdm.auto import tqdm
 
 from ..augment import SimCLRGPUAugment, get_preset
 from ..data import load_image_dataset
-from ..errors import NonFiniteLossError
+from ..errors import NonFiniteLossError, UsageError
 from ..hub import records
 from ..hub.card import build_model_card
 from ..hub.export import export_timm_encoder, save_model
+from ..hub.output_lock import OutputDirLock
 from ..modeling_simclr import SimCLRModel
 from .arguments import PretrainArguments
 from .checkpoint import TrainState, resolve_checkpoint, save_checkpoint
 from .components import TrainingData, build_model, build_optimizer, build_training_data
 from .grad_cache import grad_cache_step
 from .monitor import KnnMonitor
+from .optim import apply_hyperparameters, hyperparameters
 
 
 def train_step(run: Run, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -115,6 +118,7 @@ class Run:
     monitor: KnnMonitor | None
     state: TrainState = field(default_factory=TrainState)
     metrics: dict[str, float] = field(default_factory=dict)  # the last log row's
+    collapse_step: int | None = None  # the first log row whose loss said every embedding is the same
 
     @property
     def device(self) -> torch.device:
@@ -147,24 +151,25 @@ class Run:
 def pretrain(args: PretrainArguments) -> dict[str, Any]:
     """Run SimCLR pretraining as `args` describe; returns the final metrics. Saves the model to `args.output_dir`."""
     args = args.resolved()
-    accelerator = start_run(args)
-    run = build_run(args, accelerator)
-    resume(run)
-    write_run_records(run)
-    accelerator.init_trackers("simclr", config={k: v for k, v in asdict(args).items() if v is not None})
-    print_summary(run)
-    measure_baseline(run)
-    train(run)
-    return finish(run)
-
-
-def start_run(args: PretrainArguments) -> Accelerator:
-    """The accelerator of this process; refuses an output folder that holds another run; seeds every process."""
     log_with = None if args.report_to == "none" else args.report_to
     accelerator = Accelerator(log_with=log_with, project_dir=args.output_dir)
+    # the output folder is this run's until it ends: writable, and no other run writes there meanwhile
+    with OutputDirLock(args.output_dir, hold=accelerator.is_main_process):
+        start_run(args, accelerator)
+        run = build_run(args, accelerator)
+        resume(run)
+        write_run_records(run)
+        accelerator.init_trackers("simclr", config={k: v for k, v in asdict(args).items() if v is not None})
+        print_summary(run)
+        measure_baseline(run)
+        train(run)
+        return finish(run)
+
+
+def start_run(args: PretrainArguments, accelerator: Accelerator) -> None:
+    """Refuses an output folder that holds another run; seeds every process."""
     args.check_output_dir(accelerator.num_processes)
     set_seed(args.seed)  # the same initial weights on every process
-    return accelerator
 
 
 def build_run(args: PretrainArguments, accelerator: Accelerator) -> Run:
@@ -199,11 +204,23 @@ def build_run(args: PretrainArguments, accelerator: Accelerator) -> Run:
 
 
 def resume(run: Run) -> None:
-    """Load the full training state of ``--resume_from_checkpoint``: weights, optimiser, schedule, RNGs, step."""
+    """Load the full training state of ``--resume_from_checkpoint``: weights, optimiser state, RNGs, step.
+
+    The schedule and optimiser settings are this run's (``--learning_rate``, ``--lr_scaling``, ``--warmup_epochs``,
+    ``--epochs`` / ``--max_steps``, ``--weight_decay``), applied from the checkpoint's step on: resuming with a lower
+    learning rate lowers it.
+    """
     if run.args.resume_from_checkpoint:
         path = resolve_checkpoint(run.args.resume_from_checkpoint, run.checkpoint_root)
+        settings = hyperparameters(run.optimizer)
         run.accelerator.load_state(str(path))
+        saved_lr = run.scheduler.base_lrs[0]
+        apply_hyperparameters(run.scheduler, settings)
         run.accelerator.print(f"resumed from {path} at step {run.state.step}")
+        if not math.isclose(saved_lr, run.learning_rate):
+            run.accelerator.print(
+                f"learning rate {run.learning_rate:.4g} from here on (the checkpoint's: {saved_lr:.4g})"
+            )
 
 
 def write_run_records(run: Run) -> None:
@@ -251,6 +268,7 @@ def train(run: Run) -> None:
                 data.sampler.set_epoch(epoch, start)
             data.loader.dataset.set_epoch(epoch)  # streamed data: a new shuffle of the shards each epoch
             run.model.train()
+            step_before = state.step
             for batch in data.loader:
                 state.skipped_images += int(batch["num_skipped"])
                 loss = train_step(run, batch)
@@ -262,6 +280,12 @@ def train(run: Run) -> None:
                 monitor_if_due(run, progress)
                 if state.step >= data.total_steps:
                     break
+            if state.step == step_before:  # a stream with fewer readable images than one batch: never any step
+                raise UsageError(
+                    f"process {run.rank} read a whole pass over its data without one batch of "
+                    f"{run.args.per_device_batch_size} readable images: lower --per_device_batch_size or use more "
+                    "data per process"
+                )
     finally:
         progress.close()  # before any error message, which then gets its own line
     losses.check_finite(run.accelerator, run.checkpoint_root)
@@ -286,6 +310,30 @@ def log_progress(run: Run, losses: LossTracker, progress: tqdm) -> None:
     progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{run.metrics['lr']:.3g}", views_s=f"{views_per_s:.0f}")
     if run.accelerator.is_main_process:
         run.log.write(step, run.epoch(), **run.metrics)
+    warn_if_collapsed(run, mean_loss, progress)
+
+
+COLLAPSE_TOLERANCE = 1e-3  # a mean loss this close to ln(2N - 1); at random initialisation it is ~0.1 below
+
+
+def collapsed_loss(global_batch: int) -> float:
+    """NT-Xent of 2N identical embeddings, ln(2N - 1): each anchor's positive scores like its 2N - 2 negatives."""
+    return math.log(2 * global_batch - 1)
+
+
+def warn_if_collapsed(run: Run, mean_loss: float, progress: tqdm) -> None:
+    """Warn once when the loss says that every image gets the same embedding (a representation collapse)."""
+    expected = collapsed_loss(run.data.global_batch)
+    if run.collapse_step is not None or abs(mean_loss - expected) > COLLAPSE_TOLERANCE:
+        return
+    run.collapse_step = run.state.step
+    if run.accelerator.is_main_process:
+        progress.write(
+            f"warning: representation collapse at step {run.state.step}: the loss is ln(2N - 1) = {expected:.4f}, "
+            "so every image gets the same embedding and nothing more is learned; the usual cause is a too high "
+            f"learning rate (now {run.scheduler.get_last_lr()[0]:.4g}): lower --learning_rate (or raise "
+            "--warmup_epochs) and start again"
+        )
 
 
 def save_checkpoint_if_due(run: Run, losses: LossTracker) -> None:
@@ -316,6 +364,8 @@ def finish(run: Run) -> dict[str, Any]:
         accelerator.print(f"skipped {state.skipped_images} unreadable images")
     results = {**run.metrics, "steps": state.step, "global_batch_size": run.data.global_batch}
     results["learning_rate"] = run.learning_rate
+    if run.collapse_step is not None:
+        results["representation_collapse_step"] = run.collapse_step
     if accelerator.is_main_process:
         if run.monitor is not None:
             knn = run.monitor(run.unwrapped_model(), run.augment, run.device)
@@ -335,7 +385,9 @@ def save_run(run: Run, results: dict[str, Any]) -> None:
     model = SimCLRModel(trained.config)
     model.load_state_dict(trained.state_dict())
     model.eval()
-    save_model(model, output_dir)
+    then = "the last checkpoint is complete: go on with --resume_from_checkpoint latest"
+    with records.writing(output_dir, "the model", then=then):
+        save_model(model, output_dir)
     records.write_json(output_dir / records.RESULTS, results)
     dataset_name, dataset_id = records.dataset_names(args.dataset)
     card = build_model_card(
@@ -351,7 +403,8 @@ def save_run(run: Run, results: dict[str, Any]) -> None:
     )
     card.save(output_dir / records.MODEL_CARD)
     if args.timm_export:
-        export_timm_encoder(model, output_dir / "timm")
+        with records.writing(output_dir, "the timm export", partial=output_dir / "timm", then=then):
+            export_timm_encoder(model, output_dir / "timm")
     if args.push_to_hub:
         from ..hub.push import push_folder_to_hub, push_timm_folder_to_hub
 

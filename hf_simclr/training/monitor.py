@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..augment import EvalTransform, SimCLRGPUAugment
-from ..data import find_held_out_split, find_label_column
+from ..data import class_names_of, encode_labels, find_held_out_split, find_label_column
+from ..errors import UsageError
 from ..evaluation.features import extract_features
 from ..evaluation.knn import knn_accuracy
 from ..modeling_simclr import SimCLRModel
@@ -30,21 +31,36 @@ class KnnMonitor:
 
     @classmethod
     def create(cls, args: PretrainArguments, train_data: Any) -> KnnMonitor | str:
-        """The monitor of a run, or the reason it has none (a stream, no labels, no labelled held-out split)."""
+        """The monitor of a run, or the reason it has none (a stream, no labels, no labelled held-out split).
+
+        Naming ``--label_column`` asks for the monitor: then these reasons are a ``UsageError`` instead, and a column
+        of strings or class ids serves as well as a ``ClassLabel`` one (ids of the training split's classes).
+        """
+        found = cls._build(args, train_data)
+        if isinstance(found, str) and args.label_column is not None:
+            raise UsageError(f"--label_column {args.label_column}: the kNN monitor cannot run: {found}")
+        return found
+
+    @classmethod
+    def _build(cls, args: PretrainArguments, train_data: Any) -> KnnMonitor | str:
         if args.streaming:
             return "the dataset is streamed"
-        labels = find_label_column(train_data, args.label_column)
-        if labels is None:
+        column = args.label_column or next(iter(find_label_column(train_data) or ()), None)
+        if column is None:
             return "the training data has no ClassLabel column (see --label_column)"
-        column = labels[0]
+        if column not in train_data.column_names:
+            return f"the training data has no column {column!r} (columns: {train_data.column_names})"
         found = find_held_out_split(args.dataset, args.eval_split, args.image_column, **args.load_kwargs())
         if found is None:
             return "the dataset has no 'validation' or 'test' split (see --eval_split)"
         held_out, split = found
-        if column not in held_out.column_names or min(held_out.select(range(min(1000, len(held_out))))[column]) < 0:
-            return f"the held-out split has no labels in column {column!r}"  # e.g. ImageNet's test split: all -1
+        if column not in held_out.column_names or _unlabelled(held_out, column):
+            return f"split {split!r} has no labels in column {column!r} (see --eval_split)"
+        names = class_names_of(train_data, column)  # strings and ids are encoded below, in the sample only
+        held_out, _ = encode_labels(held_out, column, names, split)
         # a shuffled sample: a class-sorted image folder's first rows would hold only a few classes
         bank = train_data.shuffle(seed=args.seed).select(range(min(len(train_data), MAX_BANK_IMAGES)))
+        bank, _ = encode_labels(bank, column, names)
         if column != "label":
             bank, held_out = bank.rename_column(column, "label"), held_out.rename_column(column, "label")
         return cls(bank, held_out, split, args)
@@ -64,6 +80,12 @@ class KnnMonitor:
         return extract_features(
             model, loader, device=device, preprocess=augment.normalize, autocast_dtype=autocast, progress=False
         )
+
+
+def _unlabelled(held_out: Any, column: str) -> bool:
+    """Whether the held-out split's first labels say "no label" (e.g. ImageNet's test split: all -1)."""
+    labels = [label for label in held_out.select(range(min(1000, len(held_out))))[column] if label is not None]
+    return not labels or (isinstance(labels[0], int) and min(labels) < 0)
 
 
 __all__ = ["KnnMonitor"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from timm.optim import Lars
 from torch import nn
@@ -49,3 +50,21 @@ def build_lars(model: nn.Module, lr: float, weight_decay: float = 1e-6, momentum
 def build_schedule(optimizer: Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
     """Linear warm-up, then cosine decay to zero, stepped once per optimizer step."""
     return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
+
+
+def hyperparameters(optimizer: Optimizer) -> list[dict[str, Any]]:
+    """The settings of each parameter group (learning rate, weight decay, ...), without the parameters."""
+    return [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
+
+
+def apply_hyperparameters(scheduler: LambdaLR, settings: list[dict[str, Any]]) -> None:
+    """Give an optimiser and schedule restored from a checkpoint the ``settings`` of this run (see
+    :func:`hyperparameters`): its base learning rate, weight decay, ... and the learning rate they give at the
+    restored step. A checkpoint keeps its own otherwise, whatever the flags of the resumed run say."""
+    optimizer = scheduler.optimizer
+    for group, own in zip(optimizer.param_groups, settings, strict=True):
+        group.update(own)
+    scheduler.base_lrs = [own["initial_lr"] for own in settings]
+    for group, base_lr, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base_lr * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]

@@ -22,6 +22,7 @@ from hf_simclr.data import (
     load_labelled_split,
     shard_for_process,
 )
+from hf_simclr.errors import UsageError
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag"]
 
@@ -53,6 +54,34 @@ def test_all_corrupt_dataset_fails_clearly(tmp_path):
         (folder / f"{i}.jpg").write_bytes(b"not a jpeg at all")
     with pytest.raises(ValueError, match="could be decoded"):
         load_image_dataset(folder, cache_dir=str(tmp_path / "cache"))
+
+
+def _images_with_unreadable(unreadable: set[int], total: int) -> datasets.Dataset:
+    good = load_default_splits()["test"].select(range(total))["image"]
+    images = [{"bytes": b"not an image", "path": None} if i in unreadable else good[i] for i in range(total)]
+    return datasets.Dataset.from_dict({"image": images}).cast_column("image", datasets.Image())
+
+
+def test_readability_is_judged_on_a_sample_spread_over_the_dataset():
+    # the first 20 files are bad, the other 180 fine: a mostly readable dataset
+    assert len(load_image_dataset(_images_with_unreadable(set(range(20)), 200))) == 200
+    # three in four files bad, spread over the dataset: refused, with the count
+    mostly_bad = {i for i in range(200) if i % 4}
+    with pytest.raises(UsageError, match=r"only \d+ of \d+ images sampled across the dataset could be decoded"):
+        load_image_dataset(_images_with_unreadable(mostly_bad, 200))
+
+
+@pytest.mark.parametrize("path", ["missing/train/images", "./missing", "data/train", "~/missing-folder-of-images"])
+def test_a_local_path_that_does_not_exist_fails_at_once(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()  # "data/train" names a folder of this machine, not a Hub dataset
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the Hub was asked for a local path")
+
+    monkeypatch.setattr(datasets, "load_dataset", no_hub)
+    with pytest.raises(UsageError, match=f"--dataset {path}: no such file or folder"):
+        load_image_dataset(path)
 
 
 def test_missing_image_column_error():

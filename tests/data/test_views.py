@@ -31,3 +31,14 @@ def test_unreadable_images_are_replaced_and_counted():
     assert batch["pixel_values"].shape == batch["pixel_values_2"].shape == (8, 3, 16, 16)  # the batch keeps its size
     assert int(batch["num_skipped"]) >= 2
     assert torch.equal(views[3]["pixel_values"], views[3]["pixel_values"])  # same (seed, epoch, index), same views
+
+
+def test_long_runs_of_unreadable_images_are_tolerated():
+    # 9 of 10 images unreadable: runs of 17 and more failed draws are common, and none may stop a worker
+    good = list(load_default_splits()["train"].select(range(6))["image"])
+    images = [good[i // 10] if i % 10 == 0 else {"bytes": b"broken", "path": None} for i in range(60)]
+    views = TwoViewDataset(datasets.Dataset.from_dict({"image": images}), TwoViewTransform(size=16), seed=0)
+    loader = torch.utils.data.DataLoader(views, batch_size=20, num_workers=1, collate_fn=collate_two_views, timeout=120)
+    batches = list(loader)
+    assert [len(b["pixel_values"]) for b in batches] == [20, 20, 20]
+    assert sum(int(b["num_skipped"]) for b in batches) > 54

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
-from helpers import SCRIPTS, subprocess_env, write_labelled_subset
+from helpers import SCRIPTS, jpeg_bytes, subprocess_env, write_labelled_subset
 from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
@@ -96,3 +98,37 @@ def test_script_exits_2_with_one_line(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=300)
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
     assert "--label_fraction must be in (0, 1]" in result.stderr
+
+
+def test_unreadable_training_images_are_replaced_and_counted(tiny_model_dir, small_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(small_data / "test.parquet", data / "test.parquet")
+    train = datasets.load_dataset("parquet", data_files=str(small_data / "train.parquet"), split="train")
+    full = jpeg_bytes(Image.new("RGB", (64, 64), (200, 30, 30)))
+    images = [dict(image) for image in train.cast_column("image", datasets.Image(decode=False))["image"]]
+    for row in (0, 7):
+        images[row] = {"bytes": full[: len(full) // 2], "path": None}  # a truncated JPEG
+    table = train.remove_columns("image").add_column("image", images).cast_column("image", datasets.Image())
+    table.to_parquet(str(data / "train.parquet"))
+    out = tmp_path / "finetuned"
+    assert _finetune(tiny_model_dir, data, out) == 0
+    details = json.loads((out / "eval_results.json").read_text())["results"][0]["details"]
+    assert details["skipped_images"] >= 2 and details["num_train"] == 40
+    assert f"replaced {details['skipped_images']} unreadable images" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_missing_or_truncated_weights_are_one_line(damage, tiny_model_dir, small_data, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    weights = model / "model.safetensors"
+    if damage == "missing":
+        weights.unlink()
+    else:
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert _finetune(model, small_data, tmp_path / "out") == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"error: --model {model}: "), last
+    assert ("truncated" if damage == "truncated" else "no file named model.safetensors") in last, last
+    assert not (tmp_path / "out").exists()

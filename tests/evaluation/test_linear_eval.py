@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import SCRIPTS, subprocess_env, write_labelled_subset
+from helpers import SCRIPTS, subprocess_env, write_labelled_subset, write_string_label_splits
 from huggingface_hub import ModelCard
-from transformers import AutoImageProcessor, AutoModel
+from transformers import AutoImageProcessor, AutoModel, ResNetConfig, ResNetForImageClassification
 
 from hf_simclr.cli import run_cli
-from hf_simclr.data import load_default_splits
-from hf_simclr.evaluation.linear_eval import linear_eval, parse_args
+from hf_simclr.data import DatasetArguments, load_default_splits
+from hf_simclr.errors import UsageError
+from hf_simclr.evaluation.linear_eval import linear_eval, load_encoder, load_train_and_held_out, parse_args
 from hf_simclr.training import pretrain
 from hf_simclr.training.arguments import parse_args as pretrain_args
 
@@ -55,7 +57,7 @@ def test_linear_eval_cli_end_to_end(tiny_model_dir, small_data, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model", "/nonexistent/model"], "--model /nonexistent/model: cannot load a model"),
+        (["--model", "/nonexistent/model"], "--model /nonexistent/model: no such file or folder"),
         (["--label_column", "category"], "label column 'category' not found"),
         (["--image_column", "picture"], "image column 'picture' not found"),
         (["--test_split", "validation"], "validation"),
@@ -98,3 +100,36 @@ def test_missing_plot_packages_fail_before_any_work(monkeypatch, tiny_model_dir,
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: the plots need matplotlib") and "--no_plots" in last
     assert not (tmp_path / "out").exists()
+
+
+def test_string_labels_get_the_training_splits_ids_in_every_split(tmp_path):
+    # the test split lacks the first three classes: encoded on its own, every name would get another id
+    data, test_strings = write_string_label_splits(tmp_path, range(10), range(3, 10))
+    (train, column, names), (test, test_column, _), _ = load_train_and_held_out(DatasetArguments(dataset=str(data)))
+    assert test_column == column and len(names) == 10
+    assert [names[i] for i in test[column]] == test_strings
+    assert len(set(test_strings)) == 7 and set(test_strings) < set(names)
+
+
+def test_a_held_out_label_the_training_split_lacks_is_refused(tmp_path):
+    data, _ = write_string_label_splits(tmp_path, range(9), range(10))
+    missing = load_default_splits()["train"].features["label"].names[9]
+    with pytest.raises(UsageError, match=f"{missing!r}"):
+        load_train_and_held_out(DatasetArguments(dataset=str(data)))
+
+
+def test_a_config_that_does_not_match_the_weights_is_refused(tiny_model_dir, small_data, tmp_path, capsys):
+    wrong = tmp_path / "wrong"
+    shutil.copytree(tiny_model_dir, wrong)
+    ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1]).save_pretrained(wrong)  # SimCLR weights
+    argv = ["--model", str(wrong), "--dataset", str(small_data), "--output_dir", str(tmp_path / "out"), "--no_plots"]
+    assert run_cli(lambda: linear_eval(parse_args(argv))) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"error: --model {wrong}: ") and "weights" in last, last
+    assert not (tmp_path / "out").exists()
+    # a classification checkpoint's head is not part of the backbone: loading it as a backbone is fine
+    classifier = ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1], num_labels=3)
+    ResNetForImageClassification(classifier).save_pretrained(tmp_path / "classifier")
+    AutoImageProcessor.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "classifier")
+    model, _ = load_encoder(str(tmp_path / "classifier"))
+    assert type(model).__name__ == "ResNetModel"

@@ -29,6 +29,9 @@ from hf_simclr.training.arguments import build_parser, parse_args
         (["--per_device_batch_size", "1"], "at least 2 images"),
         (["--backbone", "resnet_9000"], "not a timm model name"),
         (["--temperature", "0"], "--temperature must be in"),
+        (["--image_size", "1000000000"], "--image_size must be <= 4096"),
+        (["--dataset", "missing/data/train"], "--dataset missing/data/train: no such file or folder"),
+        (["--label_column", "category"], "--label_column category: the kNN monitor cannot run"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(args, message, small_dataset, tmp_path, capsys):

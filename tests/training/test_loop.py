@@ -3,6 +3,8 @@ and resume bitwise, and a diverged run that stops with its step."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 import subprocess
@@ -11,10 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_PRETRAIN, pretrain_command, run_pretrain, subprocess_env
+from helpers import TINY_PRETRAIN, pretrain_command, run_pretrain, subprocess_env, write_string_label_splits
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import AutoModel
+
+from hf_simclr.data import load_default_splits
+from hf_simclr.hub.records import read_train_log
+from hf_simclr.training import parse_args, pretrain
 
 
 def _final_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -123,3 +129,60 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(small_data
     kept = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert kept and not any(p.startswith(".tmp") for p in kept)
     assert not (out / "model.safetensors").exists()
+
+
+def _lr_by_step(folder: Path) -> dict[int, float]:
+    return {row["step"]: row["lr"] for row in read_train_log(folder / "train_log.jsonl") if "lr" in row}
+
+
+def test_resuming_with_another_learning_rate_applies_it_and_records_it(small_dataset, tmp_path):
+    args = [*TINY_PRETRAIN, "--dataset", str(small_dataset / "train.parquet"), "--max_steps", "4"]
+    args += ["--checkpointing_steps", "2", "--eval_every", "0", "--warmup_epochs", "0"]
+    first, fresh = tmp_path / "first", tmp_path / "fresh"
+    pretrain(parse_args([*args, "--learning_rate", "0.3", "--output_dir", str(first)]))
+    pretrain(parse_args([*args, "--learning_rate", "0.03", "--output_dir", str(fresh)]))
+    # the lower learning rate from the middle of the first run on: the schedule must be the fresh run's
+    step_2 = first / "checkpoints" / "step_00000002"
+    pretrain(
+        parse_args(
+            [*args, "--learning_rate", "0.03", "--output_dir", str(first), "--resume_from_checkpoint", str(step_2)]
+        )
+    )
+    resumed, expected = _lr_by_step(first), _lr_by_step(fresh)
+    assert [resumed[step] for step in (3, 4)] == pytest.approx([expected[step] for step in (3, 4)], rel=1e-9)
+    assert resumed[3] > 0 and resumed[3] != pytest.approx(10 * expected[3])
+    assert json.loads((first / "training_args.json").read_text())["learning_rate"] == 0.03
+    scaled = 0.03 * 16 / 256
+    assert json.loads((first / "results.json").read_text())["learning_rate"] == pytest.approx(scaled)
+    assert f"| learning rate | {scaled:g} |" in (first / "README.md").read_text()
+
+
+def test_a_string_label_column_keeps_the_knn_monitor_on(tmp_path):
+    data, _ = write_string_label_splits(tmp_path / "data", range(10), range(10), 8, 3)
+    out = tmp_path / "run"
+    args = [*TINY_PRETRAIN, "--dataset", str(data), "--label_column", "label", "--max_steps", "2"]
+    results = pretrain(parse_args([*args, "--output_dir", str(out)]))
+    assert 0 <= results["knn_top1_k20"] <= 1 and "knn_top1_k20_random_init" in results
+
+
+def test_a_representation_collapse_is_reported_once_with_its_step(small_dataset, tmp_path, capsys):
+    # at this learning rate every image soon gets the same embedding: the loss is then ln(2N - 1) exactly
+    args = [*TINY_PRETRAIN, "--dataset", str(small_dataset / "train.parquet"), "--per_device_batch_size", "32"]
+    args += ["--max_steps", "20", "--log_every", "2", "--eval_every", "0", "--warmup_epochs", "0"]
+    results = pretrain(parse_args([*args, "--learning_rate", "1e5", "--output_dir", str(tmp_path / "run")]))
+    assert results["loss"] == pytest.approx(math.log(2 * 32 - 1), abs=1e-3)
+    output = capsys.readouterr()
+    warnings = [line for line in (output.out + output.err).splitlines() if "representation collapse" in line]
+    assert len(warnings) == 1, warnings
+    step = results["representation_collapse_step"]
+    assert f"step {step}" in warnings[0] and "--learning_rate" in warnings[0]
+
+
+@pytest.mark.slow
+def test_a_stream_without_one_full_batch_is_an_error_not_a_hang(tmp_path):
+    load_default_splits()["train"].select(range(10)).to_parquet(str(tmp_path / "ten.parquet"))
+    args = [*TINY_PRETRAIN, "--dataset", str(tmp_path / "ten.parquet"), "--streaming", "--max_steps", "2"]
+    result = run_pretrain([*args, "--output_dir", str(tmp_path / "run")], check=False, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "--per_device_batch_size" in last, last

@@ -1,0 +1,85 @@
+"""Where a ``--dataset`` or ``--model`` points: a path on this machine or a Hub repository.
+
+A path that does not exist is refused at once, instead of being asked of the Hub as a repository id (a minute of
+retries when the Hub cannot be reached). A Hub that cannot be reached ends the run with one line naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from huggingface_hub import constants
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+from huggingface_hub.utils import validate_repo_id
+
+from ..errors import RunFailure, SimCLRError, UsageError
+
+
+def _is_repo_id(value: str) -> bool:
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return False
+    return True
+
+
+def check_local_or_hub(value: str, flag: str) -> None:
+    """Raise :class:`UsageError` if ``value`` can only mean a path of this machine and that path does not exist.
+
+    It can only be a path when it starts with ``.``, ``/`` or ``~``, has more than one ``/`` (a Hub id has at most
+    one), names a folder that exists here in its first part (``data`` of ``data/train``), or is no valid Hub id.
+    """
+    if Path(value).expanduser().exists():
+        return
+    parts = Path(value).parts
+    local = (
+        value.startswith((".", "~", os.sep))
+        or len(parts) > 2
+        or (len(parts) == 2 and Path(parts[0]).is_dir())
+        or not _is_repo_id(value)
+    )
+    if local:
+        where = "" if Path(value).expanduser().is_absolute() else f" (relative to {Path.cwd()})"
+        raise UsageError(f"{flag} {value}: no such file or folder{where}; pass an existing path or a Hub id")
+
+
+def is_hub_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` comes from a Hub that cannot be reached (no connection, or offline mode) for a file that is
+    not in the local cache."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (LocalEntryNotFoundError, ConnectionError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    while (cause := error.__cause__ or error.__context__) is not None:
+        error = cause
+    return error
+
+
+@contextmanager
+def reaching_the_hub(what: str) -> Iterator[None]:
+    """Turn a Hub that cannot be reached while loading ``what`` (e.g. ``"dataset org/name"``) into a
+    :class:`RunFailure` of one line; every other error passes unchanged."""
+    try:
+        yield
+    except Exception as error:
+        if isinstance(error, SimCLRError) or not is_hub_unreachable(error):
+            raise
+        if constants.HF_HUB_OFFLINE:
+            reason, fix = "HF_HUB_OFFLINE is set", "unset HF_HUB_OFFLINE"
+        else:
+            reason, fix = str(_root_cause(error)), "check the network connection (and HF_ENDPOINT)"
+        raise RunFailure(
+            f"cannot reach the Hub at {constants.ENDPOINT} to load {what} ({reason}) and it is not in the local "
+            f"cache: {fix}, or pass a local copy"
+        ) from error
+
+
+__all__ = ["check_local_or_hub", "is_hub_unreachable", "reaching_the_hub"]
