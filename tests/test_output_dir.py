@@ -28,6 +28,7 @@ from helpers import (
 )
 
 from hf_simclr.hub.output_lock import LOCK_FILE
+from hf_simclr.training import parse_args, pretrain
 
 pytestmark = pytest.mark.slow
 
@@ -88,8 +89,8 @@ def test_a_second_run_into_a_busy_output_dir_fails_at_once_naming_it(labelled_da
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     # SIGKILL released the lock: the folder can be taken over at once
-    run_pretrain([*args, "--max_steps", "1", "--overwrite_output_dir"])
-    assert json.loads((out / "results.json").read_text())["steps"] == 1
+    assert pretrain(parse_args([*args, "--max_steps", "1", "--overwrite_output_dir"]))["steps"] == 1
+    assert not (out / LOCK_FILE).exists()
 
 
 READ_ONLY_RUNS = """

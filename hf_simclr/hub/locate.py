@@ -35,15 +35,13 @@ def check_local_or_hub(value: str, flag: str) -> None:
     if Path(value).expanduser().exists():
         return
     parts = Path(value).parts
-    local = (
-        value.startswith((".", "~", os.sep))
-        or len(parts) > 2
-        or (len(parts) == 2 and Path(parts[0]).is_dir())
-        or not _is_repo_id(value)
-    )
-    if local:
+    shadowed = len(parts) == 2 and Path(parts[0]).is_dir()  # "data/train" next to a folder "data"
+    if value.startswith((".", "~", os.sep)) or len(parts) > 2 or shadowed or not _is_repo_id(value):
         where = "" if Path(value).expanduser().is_absolute() else f" (relative to {Path.cwd()})"
-        raise UsageError(f"{flag} {value}: no such file or folder{where}; pass an existing path or a Hub id")
+        fix = "pass an existing file or folder, or a Hub id"
+        if shadowed:
+            fix = f"for the Hub repository {value}, run from a folder without a {parts[0]!r} folder"
+        raise UsageError(f"{flag} {value}: no such file or folder{where}; {fix}")
 
 
 def is_hub_unreachable(error: BaseException) -> bool:
@@ -57,10 +55,14 @@ def is_hub_unreachable(error: BaseException) -> bool:
     return False
 
 
-def _root_cause(error: BaseException) -> BaseException:
-    while (cause := error.__cause__ or error.__context__) is not None:
-        error = cause
-    return error
+def _connection_error(error: BaseException) -> str:
+    """The system's words for the failed connection (e.g. "[Errno 111] Connection refused") if the chain holds them."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return "no connection"
 
 
 @contextmanager
@@ -75,7 +77,7 @@ def reaching_the_hub(what: str) -> Iterator[None]:
         if constants.HF_HUB_OFFLINE:
             reason, fix = "HF_HUB_OFFLINE is set", "unset HF_HUB_OFFLINE"
         else:
-            reason, fix = str(_root_cause(error)), "check the network connection (and HF_ENDPOINT)"
+            reason, fix = _connection_error(error), "check the network connection (and HF_ENDPOINT)"
         raise RunFailure(
             f"cannot reach the Hub at {constants.ENDPOINT} to load {what} ({reason}) and it is not in the local "
             f"cache: {fix}, or pass a local copy"

@@ -68,21 +68,35 @@ def forward_backward(
     return loss
 
 
-class LossTracker:
-    """The loss summed since the last log row, and the first step whose loss was not finite.
+COLLAPSE_TOLERANCE = 1e-3  # a loss this close to ln(2N - 1) ...
+COLLAPSE_STEPS = 10  # ... for this many steps in a row: a representation collapse, not a loss passing by
 
-    Both stay on the device: reading them synchronises the processes, so that happens only when they synchronise
+
+def collapsed_loss(global_batch: int) -> float:
+    """NT-Xent of 2N identical embeddings, ln(2N - 1): each anchor's positive scores like its 2N - 2 negatives."""
+    return math.log(2 * global_batch - 1)
+
+
+class LossTracker:
+    """The loss summed since the last log row, the first step whose loss was not finite, and how many steps in a row
+    the loss has been that of a representation collapse (:func:`collapsed_loss`).
+
+    All stay on the device: reading them synchronises the processes, so that happens only when they synchronise
     anyway (log rows and checkpoints).
     """
 
-    def __init__(self, device: torch.device, step: int) -> None:
+    def __init__(self, device: torch.device, step: int, global_batch: int) -> None:
         self.loss_sum = torch.zeros((), device=device)
         self.first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
+        self.collapsed_steps = torch.zeros((), device=device, dtype=torch.long)
+        self.collapsed_loss = collapsed_loss(global_batch)
         self.last_step, self.last_time = step, time.perf_counter()
 
     def add(self, loss: torch.Tensor, step: int) -> None:
         self.loss_sum += loss
         self.first_bad_step = torch.where(torch.isfinite(loss) | (self.first_bad_step >= 0), self.first_bad_step, step)
+        collapsed = (loss - self.collapsed_loss).abs() < COLLAPSE_TOLERANCE
+        self.collapsed_steps = torch.where(collapsed, self.collapsed_steps + 1, 0)
 
     def check_finite(self, accelerator: Accelerator, checkpoint_root: Path) -> None:
         bad = int(accelerator.reduce(self.first_bad_step, reduction="max").item())
@@ -118,7 +132,7 @@ class Run:
     monitor: KnnMonitor | None
     state: TrainState = field(default_factory=TrainState)
     metrics: dict[str, float] = field(default_factory=dict)  # the last log row's
-    collapse_step: int | None = None  # the first log row whose loss said every embedding is the same
+    collapse_step: int | None = None  # the first step of a representation collapse
 
     @property
     def device(self) -> torch.device:
@@ -260,7 +274,7 @@ def train(run: Run) -> None:
     progress = tqdm(
         total=data.total_steps, initial=state.step, disable=not run.accelerator.is_main_process, unit="step"
     )
-    losses = LossTracker(run.device, state.step)
+    losses = LossTracker(run.device, state.step, data.global_batch)
     try:
         while state.step < data.total_steps:
             epoch, start = divmod(state.step, data.steps_per_epoch)
@@ -310,29 +324,23 @@ def log_progress(run: Run, losses: LossTracker, progress: tqdm) -> None:
     progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{run.metrics['lr']:.3g}", views_s=f"{views_per_s:.0f}")
     if run.accelerator.is_main_process:
         run.log.write(step, run.epoch(), **run.metrics)
-    warn_if_collapsed(run, mean_loss, progress)
+    warn_if_collapsed(run, losses, progress)
 
 
-COLLAPSE_TOLERANCE = 1e-3  # a mean loss this close to ln(2N - 1); at random initialisation it is ~0.1 below
-
-
-def collapsed_loss(global_batch: int) -> float:
-    """NT-Xent of 2N identical embeddings, ln(2N - 1): each anchor's positive scores like its 2N - 2 negatives."""
-    return math.log(2 * global_batch - 1)
-
-
-def warn_if_collapsed(run: Run, mean_loss: float, progress: tqdm) -> None:
+def warn_if_collapsed(run: Run, losses: LossTracker, progress: tqdm) -> None:
     """Warn once when the loss says that every image gets the same embedding (a representation collapse)."""
-    expected = collapsed_loss(run.data.global_batch)
-    if run.collapse_step is not None or abs(mean_loss - expected) > COLLAPSE_TOLERANCE:
+    if run.collapse_step is not None:
         return
-    run.collapse_step = run.state.step
+    steps = int(losses.collapsed_steps.item())
+    if steps < COLLAPSE_STEPS:
+        return
+    run.collapse_step = run.state.step - steps + 1
     if run.accelerator.is_main_process:
         progress.write(
-            f"warning: representation collapse at step {run.state.step}: the loss is ln(2N - 1) = {expected:.4f}, "
-            "so every image gets the same embedding and nothing more is learned; the usual cause is a too high "
-            f"learning rate (now {run.scheduler.get_last_lr()[0]:.4g}): lower --learning_rate (or raise "
-            "--warmup_epochs) and start again"
+            f"warning: representation collapse since step {run.collapse_step}: the loss is ln(2N - 1) = "
+            f"{losses.collapsed_loss:.4f}, so every image gets the same embedding and nothing more is learned; the "
+            f"usual cause is a too high learning rate (now {run.scheduler.get_last_lr()[0]:.4g}): lower "
+            "--learning_rate (or raise --warmup_epochs) and start again"
         )
 
 

@@ -175,7 +175,9 @@ def test_a_representation_collapse_is_reported_once_with_its_step(small_dataset,
     warnings = [line for line in (output.out + output.err).splitlines() if "representation collapse" in line]
     assert len(warnings) == 1, warnings
     step = results["representation_collapse_step"]
-    assert f"step {step}" in warnings[0] and "--learning_rate" in warnings[0]
+    assert f"since step {step}:" in warnings[0] and "--learning_rate" in warnings[0]
+    rows = [row for row in read_train_log(tmp_path / "run" / "train_log.jsonl") if "loss" in row]
+    assert all(abs(row["loss"] - math.log(63)) < 1e-3 for row in rows if row["step"] > step)
 
 
 @pytest.mark.slow
