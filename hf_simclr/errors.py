@@ -42,6 +42,10 @@ class NonFiniteLossError(RunFailure):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class LostPeerError(RunFailure):
+    """Another process of a multi-process run died or stopped answering; the last good checkpoint is kept."""
+
+
 class CheckpointError(UsageError):
     """The source is not a readable official SimCLR checkpoint of a supported kind; nothing was written."""
 
@@ -54,6 +58,7 @@ __all__ = [
     "CheckpointError",
     "HubPushError",
     "InvalidModelFolderError",
+    "LostPeerError",
     "NonFiniteLossError",
     "RunFailure",
     "SimCLRError",

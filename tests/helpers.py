@@ -8,13 +8,16 @@ import json
 import math
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from PIL import Image
@@ -217,19 +220,46 @@ def forbid_pickle(*args, **kwargs):
 PRETRAIN = str(SCRIPTS / "pretrain.py")
 
 
-def pretrain_command(args: list[str], processes: int = 1) -> list[str]:
-    """``scripts/pretrain.py args``, or its ``accelerate launch`` in that many real CPU processes (gloo)."""
-    if processes == 1:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (several test suites may share the machine)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pretrain_command(
+    args: list[str],
+    processes: int = 1,
+    *,
+    machines: int = 1,
+    machine_rank: int = 0,
+    port: int | None = None,
+    max_restarts: int = 0,
+) -> list[str]:
+    """``scripts/pretrain.py args``, or its ``accelerate launch`` in ``processes`` real CPU processes (gloo) over
+    ``machines`` machines on 127.0.0.1 (this call launching those of ``machine_rank``).
+
+    Run it with :func:`pretrain_env`: ``accelerate launch --cpu`` would start one process whatever
+    ``--num_processes`` says; ``--multi_gpu`` with ``ACCELERATE_USE_CPU=true`` starts them all, as torchrun workers.
+    """
+    if processes == 1 and machines == 1:
         return [sys.executable, PRETRAIN, *args]
-    launch = ["--cpu", "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no"]
-    return [sys.executable, "-m", "accelerate.commands.launch", *launch, "--dynamo_backend", "no", PRETRAIN, *args]
+    launch = ["--multi_gpu", "--num_processes", str(processes), "--num_machines", str(machines)]
+    launch += ["--machine_rank", str(machine_rank), "--main_process_ip", "127.0.0.1"]
+    launch += ["--main_process_port", str(port or free_port()), "--max_restarts", str(max_restarts)]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no"]
+    return [sys.executable, "-m", "accelerate.commands.launch", *launch, PRETRAIN, *args]
+
+
+def pretrain_env() -> dict[str, str]:
+    return subprocess_env(ACCELERATE_USE_CPU="true")
 
 
 def run_pretrain(
     args: list[str], *, processes: int = 1, check: bool = True, timeout: int = 600, **kwargs
 ) -> subprocess.CompletedProcess:
     command = pretrain_command(args, processes)
-    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=timeout, **kwargs)
+    result = subprocess.run(command, capture_output=True, text=True, env=pretrain_env(), timeout=timeout, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"pretrain failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result
@@ -260,3 +290,50 @@ def read_only(folder: Path) -> str:
 def small_filesystem(folder: Path, size: str) -> str:
     """Mount commands that put an empty filesystem of ``size`` (e.g. ``"200k"``) at ``folder``."""
     return f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(folder))}"
+
+
+def start_pretrain(command: list[str], log: Path) -> subprocess.Popen:
+    """Start ``command`` (see :func:`pretrain_command`) with its stdout and stderr going to ``log``."""
+    with open(log, "w") as out:
+        return subprocess.Popen(command, env=pretrain_env(), stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 300) -> None:
+    """Poll ``condition()`` every 10 ms until it holds; fail if ``process`` ends first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended (exit code {process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} after {timeout} s")
+        time.sleep(0.01)
+
+
+def launched_workers(launcher: subprocess.Popen, count: int) -> dict[int, psutil.Process]:
+    """The ``count`` worker processes an ``accelerate launch`` started, by local rank (torchrun's LOCAL_RANK)."""
+    deadline = time.monotonic() + 120
+    while True:
+        workers = {}
+        for child in psutil.Process(launcher.pid).children():
+            try:
+                workers[int(child.environ()["LOCAL_RANK"])] = child
+            except (KeyError, psutil.Error):
+                continue
+        if len(workers) == count or time.monotonic() > deadline:
+            return workers
+        time.sleep(0.05)
+
+
+def kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL a launcher and every process below it: torchrun starts each worker in a session of its own, so
+    killing the launcher's process group would leave the workers running."""
+    try:
+        family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for member in family:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    process.wait()

@@ -4,11 +4,12 @@
 * :mod:`.crops`, CPU, inside DataLoader workers: decode once, two random resized crops + flips to uint8
   (:class:`TwoViewTransform`), or one centre crop for evaluation (:class:`EvalTransform`).
 * :mod:`.gpu`, accelerator, on the batch: colour jitter, grayscale, blur and normalisation with independent
-  parameters per sample and per view (:class:`SimCLRGPUAugment`).
+  parameters per sample and per view, drawn on the CPU with the crops (:class:`SimCLRGPUAugment`).
 """
 
 from .crops import EvalTransform, TwoViewTransform, random_resized_crop_box
 from .gpu import (
+    VIEW_UNIFORMS,
     SimCLRGPUAugment,
     ViewParams,
     adjust_hue,
@@ -23,6 +24,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PRESETS",
+    "VIEW_UNIFORMS",
     "AugmentPreset",
     "EvalTransform",
     "SimCLRGPUAugment",

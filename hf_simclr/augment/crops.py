@@ -18,6 +18,7 @@ import torch
 
 from ..data.decode import Box, decode_crops
 from ..errors import UsageError
+from .gpu import VIEW_UNIFORMS
 from .presets import AugmentPreset, get_preset
 
 logger = logging.getLogger(__name__)
@@ -94,16 +95,19 @@ class _BatchTransform:
 
 
 class TwoViewTransform(_BatchTransform):
-    """Batch transform for ``dataset.with_transform``: two random crops + flips per image, uint8 (3, size, size).
+    """Batch transform for ``dataset.with_transform``: two random crops + flips per image, uint8 (3, size, size),
+    and the numbers that decide the rest of each view's augmentation on the accelerator.
 
-    Returns ``{"pixel_values": [...], "pixel_values_2": [...], "labels": [...]}`` (labels only if the batch has
-    ``label_column``); an unreadable image gives ``None`` in both views and is dropped and counted by
-    :func:`hf_simclr.data.collate_views`. Randomness comes from a per-process RNG derived from ``seed`` and
-    ``torch.initial_seed()``, so DataLoader workers draw different crops and a run seeded with ``torch.manual_seed``
-    is reproducible.
+    Returns ``{"pixel_values": [...], "pixel_values_2": [...], "augment_uniforms": [...], "labels": [...]}``
+    (``augment_uniforms``: float64 (2, ``VIEW_UNIFORMS``) per image, one row per view, for
+    :class:`~hf_simclr.augment.SimCLRGPUAugment`; labels only if the batch has ``label_column``); an unreadable
+    image gives ``None`` everywhere and is dropped and counted by :func:`hf_simclr.data.collate_views`.
+    :meth:`process` draws everything from the RNG it is given (pretraining gives one seeded by (seed, epoch, index));
+    as a batch transform, randomness comes from a per-process RNG derived from ``seed`` and ``torch.initial_seed()``,
+    so DataLoader workers draw different crops and a run seeded with ``torch.manual_seed`` is reproducible.
     """
 
-    output_keys = ("pixel_values", "pixel_values_2")
+    output_keys = ("pixel_values", "pixel_values_2", "augment_uniforms")
 
     def __init__(
         self,
@@ -126,11 +130,15 @@ class TwoViewTransform(_BatchTransform):
         return cls(**kwargs)
 
     def process(self, value: Any, rng: random.Random) -> tuple[torch.Tensor, ...]:
+        """(view 1, view 2, augment_uniforms) of one image; every random choice comes from ``rng``."""
+
         def boxes(width: int, height: int) -> list[Box]:
             return [random_resized_crop_box(width, height, self.scale, self.ratio, rng) for _ in range(2)]
 
         views = decode_crops(value, self.size, boxes)
-        return tuple(v.flip(-1) if rng.random() < self.flip_p else v for v in views)
+        view_1, view_2 = (v.flip(-1) if rng.random() < self.flip_p else v for v in views)
+        uniforms = torch.tensor([[rng.random() for _ in range(VIEW_UNIFORMS)] for _ in views], dtype=torch.float64)
+        return view_1, view_2, uniforms
 
 
 class EvalTransform(_BatchTransform):

@@ -16,6 +16,9 @@ import torch
 from .presets import IMAGENET_MEAN, IMAGENET_STD, AugmentPreset, get_preset
 
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision and PIL
+# Numbers in [0, 1) that decide one view's accelerator-side augmentation: jitter on/off, its four factors,
+# grayscale on/off, blur on/off, blur sigma, and four whose ranks give the order of the jitter operations.
+VIEW_UNIFORMS = 12
 _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = range(4)
 
 
@@ -96,7 +99,7 @@ def _compiled(fn: Callable) -> Callable:
 
 @dataclass
 class ViewParams:
-    """Random parameters of one batch of views (all CPU tensors of length B, drawn by ``sample_params``).
+    """Random parameters of one batch of views (CPU tensors of length B, from ``params_from_uniforms``).
 
     ``order`` (B, 4) lists the jitter operations per sample: 0 brightness, 1 contrast, 2 saturation, 3 hue.
     """
@@ -115,11 +118,13 @@ class ViewParams:
 class SimCLRGPUAugment(torch.nn.Module):
     """Colour jitter, grayscale, Gaussian blur and normalisation of a uint8 batch, on the batch's device.
 
-    ``forward(images)`` takes uint8 (B, 3, H, W) (e.g. ``collate_views(...)["pixel_values"]``) and returns float32
-    normalised views in the input's memory format. Call it once per view: every call draws new parameters,
-    independently per sample, from a CPU ``torch.Generator`` (seeded with ``seed``; different per process in
-    multi-GPU runs is the caller's choice, e.g. ``seed + rank``). Drawing on the CPU keeps the results identical on
-    every device and needs no device-to-host synchronisation: the subsets to jitter, gray or blur are known upfront.
+    ``forward(images, uniforms)`` takes uint8 (B, 3, H, W) (e.g. ``collate_views(...)["pixel_values"]``) and the
+    view's ``uniforms`` (B, ``VIEW_UNIFORMS``): numbers in [0, 1) that :class:`~hf_simclr.augment.TwoViewTransform`
+    draws for each sample together with its crop, so a sample's views depend on the sample alone, never on the
+    batch or process it lands in. It returns float32 normalised views in the input's memory format. Without
+    ``uniforms`` every call draws new ones, independently per sample, from a CPU ``torch.Generator`` (seeded with
+    ``seed``). Drawing on the CPU keeps the results identical on every device and needs no device-to-host
+    synchronisation: the subsets to jitter, gray or blur are known upfront.
     ``compile_ops=True`` runs the three operations through ``torch.compile(dynamic=True)`` (one fused kernel each;
     compiling takes a while on first use).
     """
@@ -156,10 +161,15 @@ class SimCLRGPUAugment(torch.nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
     def sample_params(self, batch_size: int, generator: torch.Generator | None = None) -> ViewParams:
-        """Draw one view's parameters; the draw layout is fixed, so a seed gives the same views for any preset."""
+        """Draw one view's parameters from ``generator`` (default: the module's own)."""
         g = self.generator if generator is None else generator
-        u = torch.rand(batch_size, 8, generator=g, dtype=torch.float64)
-        order = torch.rand(batch_size, 4, generator=g).argsort(dim=1)
+        return self.params_from_uniforms(torch.rand(batch_size, VIEW_UNIFORMS, generator=g, dtype=torch.float64))
+
+    def params_from_uniforms(self, uniforms: torch.Tensor) -> ViewParams:
+        """One view's parameters from its (B, ``VIEW_UNIFORMS``) numbers in [0, 1): the layout is fixed, so the same
+        numbers give the same choices for any preset, batch size or process."""
+        u = uniforms.to(device="cpu", dtype=torch.float64)
+        order = u[:, 8:].argsort(dim=1)  # a uniformly random order of the four jitter operations
         s = self.jitter_strength
 
         def uniform(column: int, low: float, high: float) -> torch.Tensor:
@@ -222,8 +232,12 @@ class SimCLRGPUAugment(torch.nn.Module):
             x = (x - self.mean.to(device)) / self.std.to(device)
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.apply_params(images, self.sample_params(images.shape[0], generator))
+    def forward(
+        self, images: torch.Tensor, uniforms: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        if uniforms is None:
+            return self.apply_params(images, self.sample_params(images.shape[0], generator))
+        return self.apply_params(images, self.params_from_uniforms(uniforms))
 
     def extra_repr(self) -> str:
         return (
@@ -233,6 +247,7 @@ class SimCLRGPUAugment(torch.nn.Module):
 
 
 __all__ = [
+    "VIEW_UNIFORMS",
     "SimCLRGPUAugment",
     "ViewParams",
     "adjust_hue",

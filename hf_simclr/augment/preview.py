@@ -37,11 +37,13 @@ def augmentation_columns(
     kept = [i for i, v in enumerate(views["pixel_values"]) if v is not None][:num_images]
     if not kept:
         raise UsageError("none of the images could be decoded: check --dataset and --image_column")
-    augment = SimCLRGPUAugment(recipe, seed=seed)
+    augment = SimCLRGPUAugment(recipe)
     columns = [torch.stack([whole["pixel_values"][i] for i in kept])]
-    for key in ("pixel_values", "pixel_values_2"):
+    uniforms = torch.stack([views["augment_uniforms"][i] for i in kept])
+    for view, key in enumerate(("pixel_values", "pixel_values_2")):
         stacked = torch.stack([views[key][i] for i in kept])
-        columns.append(augment.apply_params(stacked, augment.sample_params(len(kept)), normalize=False))
+        params = augment.params_from_uniforms(uniforms[:, view])
+        columns.append(augment.apply_params(stacked, params, normalize=False))
     return columns
 
 

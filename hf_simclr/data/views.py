@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..augment.gpu import VIEW_UNIFORMS
 from ..errors import RunFailure, UsageError
 
 if TYPE_CHECKING:
@@ -48,10 +49,13 @@ def read_or_replace(read: Callable[[int], T], index: int, num_samples: int, key:
 
 
 class TwoViewDataset(Dataset):
-    """Two random views of each image whose crops depend only on (seed, epoch, index).
+    """Two random views of each image whose every random choice depends only on (seed, epoch, index, view).
 
-    The same sample gets the same views whatever the number of workers or processes, and a resumed run sees
-    exactly the views the interrupted one would have. An unreadable image is replaced by another one drawn from the
+    The crops, flips and the numbers that decide the accelerator-side augmentation (``augment_uniforms``: colour
+    jitter, its order, grayscale, blur) all come from one RNG seeded with (seed, epoch, index). The same sample gets
+    the same views whatever the number of workers, processes or machines, the per-device batch or the gradient-cache
+    chunking, so N processes train the model one process trains, and a resumed run sees exactly the views the
+    interrupted one would have. An unreadable image is replaced by another one drawn from the
     same seed (:func:`read_or_replace`), so every batch keeps its size (a contrastive batch must match across
     processes and chunks); `num_failed` counts the replacements.
     """
@@ -72,8 +76,8 @@ class TwoViewDataset(Dataset):
         def views(sample: int) -> tuple[torch.Tensor, ...]:
             return self.transform.process(self.dataset[sample][self.transform.image_column], rng)
 
-        (view_1, view_2), failed = read_or_replace(views, index, len(self.dataset), key)
-        return {"pixel_values": view_1, "pixel_values_2": view_2, "num_failed": failed}
+        (view_1, view_2, uniforms), failed = read_or_replace(views, index, len(self.dataset), key)
+        return {"pixel_values": view_1, "pixel_values_2": view_2, "augment_uniforms": uniforms, "num_failed": failed}
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -110,13 +114,17 @@ def _stack_chw(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """DataLoader ``collate_fn`` for the transforms of :mod:`hf_simclr.augment`: uint8 ``pixel_values`` (and
-    ``pixel_values_2``) of shape (B, 3, S, S), ``labels`` if present, and ``num_skipped``: how many samples of this
-    batch could not be decoded (dropped, so B may be smaller than the batch size, and 0 when every sample failed)."""
+    ``pixel_values_2``) of shape (B, 3, S, S), ``augment_uniforms`` (B, 2, ``VIEW_UNIFORMS``) and ``labels`` if
+    present, and ``num_skipped``: how many samples of this batch could not be decoded (dropped, so B may be smaller
+    than the batch size, and 0 when every sample failed)."""
     kept = [s for s in samples if s.get("pixel_values") is not None]
     batch: dict[str, Any] = {"num_skipped": torch.tensor(len(samples) - len(kept))}
     for key in ("pixel_values", "pixel_values_2"):
         if samples and key in samples[0]:
             batch[key] = _stack_chw([s[key] for s in kept]) if kept else torch.zeros((0, 3, 0, 0), dtype=torch.uint8)
+    if samples and "augment_uniforms" in samples[0]:
+        uniforms = [s["augment_uniforms"] for s in kept]
+        batch["augment_uniforms"] = torch.stack(uniforms) if kept else torch.zeros((0, 2, VIEW_UNIFORMS))
     if samples and "labels" in samples[0]:
         labels = [s["labels"] for s in kept]
         is_int = all(isinstance(label, (int, np.integer)) for label in labels)

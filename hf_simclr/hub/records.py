@@ -101,6 +101,12 @@ class RunLog:
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
 
+    def drop_rows_after(self, step: int) -> None:
+        """Keep only the rows up to ``step``: a run resumed from there logs the later steps again."""
+        if self.path.exists():
+            kept = [row for row in read_train_log(self.path) if row["step"] <= step]
+            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+
 
 def read_train_log(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a ``train_log.jsonl`` (see the module docstring); unparsable lines (e.g. a line cut short by an

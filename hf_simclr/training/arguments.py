@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import timm
+import torch
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from ..cli import ArgumentParser
+from ..configuration_simclr import check_backbone_kwargs
 from ..data import DatasetArguments
 from ..errors import UsageError
 from ..hub.records import TRAINING_ARGS
@@ -19,6 +22,8 @@ from .optim import LR_SCALINGS
 
 SQRT_BASE_LR = 0.075  # lr = 0.075 x sqrt(B), the paper's rule for square-root scaling
 MAX_IMAGE_SIZE = 4096  # far above any SimCLR recipe; a larger side is a typo that would fail on a huge allocation
+# The NCCL default: long enough for the kNN monitor and checkpoints of ImageNet runs, which the others wait for.
+DEFAULT_DDP_TIMEOUT = 600
 
 # Values a preset fills in for every argument the user did not give.
 PRESETS: dict[str, dict] = {
@@ -81,6 +86,14 @@ class PretrainArguments(DatasetArguments):
         default="demo", metadata={"help": "recipe for every argument below that is not set: " + ", ".join(PRESETS)}
     )
     backbone: str | None = _from_preset("backbone", "timm model name of the encoder")
+    backbone_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": 'architecture arguments for timm.create_model as JSON, e.g. \'{"norm_layer": "groupnorm"}\' or '
+            "'{\"drop_path_rate\": 0.1}'; stored in the model's config (only the keys of "
+            "hf_simclr.configuration_simclr.BACKBONE_KWARGS_ALLOWED, so loading never reads a file)"
+        },
+    )
     image_size: int | None = _from_preset("image_size", "training resolution in pixels")
     augment: str | None = _from_preset("augment", "augmentation recipe: imagenet, cifar or demo")
     projection_dim: int = field(default=128, metadata={"help": "size of the projection z"})
@@ -108,6 +121,14 @@ class PretrainArguments(DatasetArguments):
     )
     checkpoints_total_limit: int = field(default=2, metadata={"help": "keep this many checkpoints"})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "checkpoint folder or 'latest'"})
+    ddp_timeout: int = field(
+        default=DEFAULT_DDP_TIMEOUT,
+        metadata={
+            "help": "seconds a process waits for the others at any synchronisation before the run fails: the "
+            "longest a dead or hung peer can hold the rest (also bounds the kNN monitor and checkpoint writing, "
+            "which the other processes wait for)"
+        },
+    )
     report_to: str = field(default="none", metadata={"help": "tensorboard, wandb or none"})
     log_every: int = field(default=10, metadata={"help": "log scalars every N steps"})
     eval_every: int = field(default=5, metadata={"help": "kNN monitor every N epochs (0: only at the end)"})
@@ -133,6 +154,7 @@ class PretrainArguments(DatasetArguments):
         for key, value in PRESETS[self.preset].items():
             if values[key] is None:
                 values[key] = value
+        values["backbone_kwargs"] = parse_backbone_kwargs(values["backbone_kwargs"])
         args = PretrainArguments(**values)
         args.validate()
         return args
@@ -147,6 +169,7 @@ class PretrainArguments(DatasetArguments):
             "checkpointing_steps",
             "checkpoints_total_limit",
             "grad_cache_chunk",
+            "ddp_timeout",
         )
         for name in positive:
             value = getattr(self, name)
@@ -156,6 +179,8 @@ class PretrainArguments(DatasetArguments):
             raise UsageError(f"--image_size must be <= {MAX_IMAGE_SIZE} pixels, got {self.image_size}")
         if self.backbone is not None and not timm.is_model(self.backbone):
             raise UsageError(f"--backbone {self.backbone!r} is not a timm model name; see timm.list_models()")
+        if self.backbone is not None and self.backbone_kwargs:
+            check_backbone_builds(self.backbone, self.backbone_kwargs)
         if self.temperature is not None and not 0 < self.temperature <= 10:
             raise UsageError(f"--temperature must be in (0, 10], got {self.temperature}")
         if self.learning_rate is not None and self.learning_rate <= 0:
@@ -197,6 +222,37 @@ class PretrainArguments(DatasetArguments):
             )
 
 
+def parse_backbone_kwargs(value: dict | str | None) -> dict[str, Any]:
+    """``--backbone_kwargs`` (a JSON object, or a dict from a config file) as a dict of allowed timm arguments."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise UsageError(
+                f'--backbone_kwargs must be a JSON object such as \'{{"norm_layer": "groupnorm"}}\': {error}'
+            ) from error
+    try:
+        check_backbone_kwargs(value)
+    except ValueError as error:
+        raise UsageError(f"--backbone_kwargs: {error}") from error
+    return dict(value)
+
+
+def check_backbone_builds(backbone: str, backbone_kwargs: dict[str, Any]) -> None:
+    """Build the encoder on the meta device (no memory, no weights): wrong arguments fail now, not after loading
+    the data."""
+    try:
+        with torch.device("meta"):
+            timm.create_model(backbone, pretrained=False, num_classes=0, **backbone_kwargs)
+    except (TypeError, ValueError, KeyError) as error:
+        message = " ".join(str(error).split())
+        raise UsageError(
+            f"--backbone {backbone} does not build with --backbone_kwargs {json.dumps(backbone_kwargs)}: {message}"
+        ) from error
+
+
 def build_parser() -> ArgumentParser:
     return ArgumentParser(
         PretrainArguments,
@@ -211,4 +267,13 @@ def parse_args(argv: Sequence[str] | None = None) -> PretrainArguments:
     return args
 
 
-__all__ = ["MAX_IMAGE_SIZE", "PRESETS", "SQRT_BASE_LR", "PretrainArguments", "build_parser", "parse_args"]
+__all__ = [
+    "DEFAULT_DDP_TIMEOUT",
+    "MAX_IMAGE_SIZE",
+    "PRESETS",
+    "SQRT_BASE_LR",
+    "PretrainArguments",
+    "build_parser",
+    "parse_args",
+    "parse_backbone_kwargs",
+]

@@ -110,6 +110,7 @@ def build_model(args: PretrainArguments, num_processes: int, device: torch.devic
     """A freshly initialised SimCLR model as ``args`` describe, ready for the accelerator."""
     config = SimCLRConfig(
         backbone=args.backbone,
+        backbone_kwargs=args.backbone_kwargs,
         image_size=args.image_size,
         temperature=args.temperature,
         projection_dim=args.projection_dim,

@@ -7,7 +7,9 @@ data, build the model and optimiser, resume, measure the untrained baseline, tra
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import resource
 import shutil
 import time
@@ -24,15 +26,16 @@ from tqdm.auto import tqdm
 
 from ..augment import SimCLRGPUAugment, get_preset
 from ..data import load_image_dataset
-from ..errors import NonFiniteLossError, UsageError
+from ..errors import LostPeerError, NonFiniteLossError, UsageError
 from ..hub import records
 from ..hub.card import build_model_card
 from ..hub.export import export_timm_encoder, save_model
 from ..hub.output_lock import OutputDirLock
 from ..modeling_simclr import SimCLRModel
 from .arguments import PretrainArguments
-from .checkpoint import TrainState, resolve_checkpoint, save_checkpoint
+from .checkpoint import TrainState, choose_checkpoint, save_checkpoint
 from .components import TrainingData, build_model, build_optimizer, build_training_data
+from .distributed import process_group_kwargs
 from .grad_cache import grad_cache_step
 from .monitor import KnnMonitor
 from .optim import apply_hyperparameters, hyperparameters
@@ -42,10 +45,10 @@ def train_step(run: Run, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """One SimCLR step: augment both views, encode and project them, NT-Xent, backward, LARS and schedule step."""
     x1 = batch["pixel_values"].to(run.device, non_blocking=True)
     x2 = batch["pixel_values_2"].to(run.device, non_blocking=True)
-    # augmentation parameters depend only on (seed, step, process): resumable and independent per process
-    generator = torch.Generator().manual_seed(run.args.seed * 1_000_003 + run.state.step * 1009 + run.rank)
+    # each view's jitter, grayscale and blur were drawn with its crop, from (seed, epoch, image index, view) alone
+    uniforms = batch["augment_uniforms"]
     with torch.no_grad():
-        view_1, view_2 = run.augment(x1, generator), run.augment(x2, generator)
+        view_1, view_2 = run.augment(x1, uniforms[:, 0]), run.augment(x2, uniforms[:, 1])
     loss = forward_backward(run.model, view_1, view_2, run.accelerator, run.args.grad_cache_chunk)
     run.optimizer.step()
     run.scheduler.step()
@@ -166,18 +169,45 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     """Run SimCLR pretraining as `args` describe; returns the final metrics. Saves the model to `args.output_dir`."""
     args = args.resolved()
     log_with = None if args.report_to == "none" else args.report_to
-    accelerator = Accelerator(log_with=log_with, project_dir=args.output_dir)
+    # every wait for a peer ends after --ddp_timeout, and a restarted worker never meets its predecessors' keys
+    process_group = process_group_kwargs(args.ddp_timeout)
+    accelerator = Accelerator(log_with=log_with, project_dir=args.output_dir, kwargs_handlers=[process_group])
     # the output folder is this run's until it ends: writable, and no other run writes there meanwhile
     with OutputDirLock(args.output_dir, hold=accelerator.is_main_process):
-        start_run(args, accelerator)
-        run = build_run(args, accelerator)
-        resume(run)
-        write_run_records(run)
-        accelerator.init_trackers("simclr", config={k: v for k, v in asdict(args).items() if v is not None})
-        print_summary(run)
-        measure_baseline(run)
-        train(run)
-        return finish(run)
+        try:
+            start_run(args, accelerator)
+            run = build_run(args, accelerator)
+            resume(run)
+            write_run_records(run)
+            accelerator.init_trackers("simclr", config=tracker_config(args))
+            print_summary(run)
+            measure_baseline(run)
+            train(run)
+            return finish(run)
+        except RuntimeError as error:
+            if not is_collective_failure(error):
+                raise
+            # the first sentence, without the source location gloo puts in front
+            first_line = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip().split("\n")[0])
+            reason = first_line.split(". ")[0] or type(error).__name__
+            raise LostPeerError(
+                f"lost contact with another process ({reason}): it died or did not answer within --ddp_timeout "
+                f"{args.ddp_timeout} s; checkpoints are kept in {Path(args.output_dir) / records.CHECKPOINTS}: "
+                "rerun with --resume_from_checkpoint latest"
+            ) from error
+
+
+def tracker_config(args: PretrainArguments) -> dict[str, Any]:
+    """The run's arguments as the scalars experiment trackers take: unset ones left out, others (a dict of
+    ``--backbone_kwargs``) as JSON."""
+    values = {k: v for k, v in asdict(args).items() if v is not None}
+    return {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v) for k, v in values.items()}
+
+
+def is_collective_failure(error: RuntimeError) -> bool:
+    """Whether ``error`` is a failed collective: torch's distributed errors, or gloo's timeouts and lost
+    connections, which reach Python as plain ``RuntimeError`` s naming gloo."""
+    return isinstance(error, torch.distributed.DistError) or "gloo" in str(error)
 
 
 def start_run(args: PretrainArguments, accelerator: Accelerator) -> None:
@@ -222,23 +252,27 @@ def resume(run: Run) -> None:
 
     The schedule and optimiser settings are this run's (``--learning_rate``, ``--lr_scaling``, ``--warmup_epochs``,
     ``--epochs`` / ``--max_steps``, ``--weight_decay``), applied from the checkpoint's step on: resuming with a lower
-    learning rate lowers it.
+    learning rate lowers it. ``latest`` with no checkpoint yet starts afresh, so one command serves the first start
+    and every restart.
     """
-    if run.args.resume_from_checkpoint:
-        path = resolve_checkpoint(run.args.resume_from_checkpoint, run.checkpoint_root)
-        settings = hyperparameters(run.optimizer)
-        run.accelerator.load_state(str(path))
-        saved_lr = run.scheduler.base_lrs[0]
-        apply_hyperparameters(run.scheduler, settings)
-        run.accelerator.print(f"resumed from {path} at step {run.state.step}")
-        if not math.isclose(saved_lr, run.learning_rate):
-            run.accelerator.print(
-                f"learning rate {run.learning_rate:.4g} from here on (the checkpoint's: {saved_lr:.4g})"
-            )
+    if not run.args.resume_from_checkpoint:
+        return
+    path = choose_checkpoint(run.accelerator, run.args.resume_from_checkpoint, run.checkpoint_root)
+    if path is None:
+        run.accelerator.print(f"no checkpoint in {run.checkpoint_root} yet: starting afresh at step 0")
+        return
+    settings = hyperparameters(run.optimizer)
+    run.accelerator.load_state(str(path))
+    saved_lr = run.scheduler.base_lrs[0]
+    apply_hyperparameters(run.scheduler, settings)
+    run.accelerator.print(f"resumed from {path} at step {run.state.step}")
+    if not math.isclose(saved_lr, run.learning_rate):
+        run.accelerator.print(f"learning rate {run.learning_rate:.4g} from here on (the checkpoint's: {saved_lr:.4g})")
 
 
 def write_run_records(run: Run) -> None:
-    """``training_args.json``; a fresh run also removes the logs, results and checkpoints of the run it replaces."""
+    """``training_args.json``; a fresh run also removes the logs, results and checkpoints of the run it replaces, a
+    resumed one the log rows written after its checkpoint."""
     if not run.accelerator.is_main_process:
         return
     run.output_dir.mkdir(parents=True, exist_ok=True)
@@ -247,6 +281,8 @@ def write_run_records(run: Run) -> None:
         run.log.clear()
         (run.output_dir / records.RESULTS).unlink(missing_ok=True)
         shutil.rmtree(run.checkpoint_root, ignore_errors=True)  # --overwrite_output_dir: the old run's checkpoints
+    else:
+        run.log.drop_rows_after(run.state.step)  # rows the interrupted run logged after its checkpoint
 
 
 def measure_baseline(run: Run) -> None:
@@ -371,6 +407,7 @@ def finish(run: Run) -> dict[str, Any]:
     if state.skipped_images:
         accelerator.print(f"skipped {state.skipped_images} unreadable images")
     results = {**run.metrics, "steps": state.step, "global_batch_size": run.data.global_batch}
+    results["num_processes"] = accelerator.num_processes
     results["learning_rate"] = run.learning_rate
     if run.collapse_step is not None:
         results["representation_collapse_step"] = run.collapse_step
@@ -380,7 +417,8 @@ def finish(run: Run) -> dict[str, Any]:
             results.update(knn, **state.random_init)
             run.log.write(state.step, run.epoch(), **knn, **state.random_init)
         save_run(run, results)
-    accelerator.wait_for_everyone()
+    # The others end without waiting for the main process's saving and upload (after the last checkpoint's
+    # barrier), so --ddp_timeout bounds the time a peer may hang and never cuts a slow upload short.
     accelerator.end_training()
     return results
 

@@ -1,11 +1,12 @@
-"""Two-view batches: disjoint per process, resumable mid-epoch, full even when images are unreadable."""
+"""Two-view batches: disjoint per process, resumable mid-epoch, full even when images are unreadable, and views
+that depend on the image alone, never on the process or batch it lands in."""
 
 from __future__ import annotations
 
 import datasets
 import torch
 
-from hf_simclr.augment import TwoViewTransform
+from hf_simclr.augment import SimCLRGPUAugment, TwoViewTransform
 from hf_simclr.data import EpochBatchSampler, TwoViewDataset, collate_two_views, load_default_splits
 
 
@@ -42,3 +43,33 @@ def test_long_runs_of_unreadable_images_are_tolerated():
     batches = list(loader)
     assert [len(b["pixel_values"]) for b in batches] == [20, 20, 20]
     assert sum(int(b["num_skipped"]) for b in batches) > 54
+
+
+def test_every_random_choice_of_a_view_depends_on_the_sample_alone():
+    # the views one process with a batch of 16 trains on are those four processes with a batch of 4 train on:
+    # crop, flip, and the accelerator's jitter (factors and order), grayscale and blur all follow the image
+    dataset = load_default_splits()["train"].select(range(32))
+    views = TwoViewDataset(dataset, TwoViewTransform(size=24), seed=5)
+    augment = SimCLRGPUAugment("imagenet")  # every operation on, blur included
+
+    def trained_views(world: int, batch_size: int, epoch: int) -> dict[tuple[int, int], torch.Tensor]:
+        seen = {}
+        views.set_epoch(epoch)
+        for rank in range(world):
+            sampler = EpochBatchSampler(len(views), batch_size, rank, world, seed=5)
+            sampler.set_epoch(epoch)
+            loader = torch.utils.data.DataLoader(views, batch_sampler=sampler, collate_fn=collate_two_views)
+            for indices, batch in zip(sampler, loader, strict=True):
+                for view, key in enumerate(("pixel_values", "pixel_values_2")):
+                    out = augment(batch[key], batch["augment_uniforms"][:, view])
+                    seen.update({(index, view): out[row] for row, index in enumerate(indices)})
+        return seen
+
+    one, four = trained_views(1, 16, epoch=1), trained_views(4, 4, epoch=1)
+    assert one.keys() == four.keys() == {(index, view) for index in range(32) for view in (0, 1)}
+    for key, expected in one.items():
+        assert torch.equal(four[key], expected), key
+    # and they are random: the two views of an image differ, and so do an image's views in another epoch
+    assert all(not torch.equal(one[(index, 0)], one[(index, 1)]) for index in range(32))
+    other_epoch = trained_views(1, 16, epoch=2)
+    assert all(not torch.equal(one[key], other_epoch[key]) for key in one)

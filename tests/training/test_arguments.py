@@ -24,7 +24,6 @@ from hf_simclr.training.arguments import build_parser, parse_args
         (["--push_to_hub", "--hub_model_id", "org/bad name!"], "is not a repo id"),
         (["--image_column", "img"], "image column 'img' not found"),
         (["--dataset", "/nonexistent/folder"], "/nonexistent/folder"),
-        (["--resume_from_checkpoint", "latest"], "no checkpoint"),
         (["--per_device_batch_size", "4096"], "fewer than one global batch"),
         (["--per_device_batch_size", "1"], "at least 2 images"),
         (["--backbone", "resnet_9000"], "not a timm model name"),
@@ -32,6 +31,10 @@ from hf_simclr.training.arguments import build_parser, parse_args
         (["--image_size", "1000000000"], "--image_size must be <= 4096"),
         (["--dataset", "missing/data/train"], "--dataset missing/data/train: no such file or folder"),
         (["--label_column", "category"], "--label_column category: the kNN monitor cannot run"),
+        (["--backbone_kwargs", '{"checkpoint_path": "x.pth"}'], "must not set 'checkpoint_path'"),
+        (["--backbone_kwargs", "norm_layer=groupnorm"], "--backbone_kwargs must be a JSON object"),
+        (["--backbone_kwargs", '{"norm_layer": "groupnorm"}'], "does not build with --backbone_kwargs"),
+        (["--ddp_timeout", "0"], "--ddp_timeout must be >= 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(args, message, small_dataset, tmp_path, capsys):
@@ -79,6 +82,13 @@ def test_a_json_or_yaml_file_works_in_place_of_flags(tmp_path):
     assert expected.eval_split == "validation"  # --test_split is another name of --eval_split
     assert parse_args([str(tmp_path / "run.json")]) == expected
     assert parse_args([str(tmp_path / "run.yaml")]) == expected
+
+
+def test_backbone_kwargs_from_a_flag_or_a_config_file():
+    flag = parse_args(["--backbone", "test_resnet", "--backbone_kwargs", '{"norm_layer": "groupnorm1"}'])
+    (args,) = build_parser().parse_dict({"backbone": "test_resnet", "backbone_kwargs": {"norm_layer": "groupnorm1"}})
+    assert flag.resolved().backbone_kwargs == args.resolved().backbone_kwargs == {"norm_layer": "groupnorm1"}
+    assert parse_args([]).resolved().backbone_kwargs == {}
 
 
 def test_a_config_file_with_an_unknown_key_is_one_line_and_exit_code_2(tmp_path, capsys):
