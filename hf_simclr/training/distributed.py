@@ -1,7 +1,8 @@
 """The process group of a multi-process run: bounded waits, and restarts that start clean.
 
 * ``--ddp_timeout`` becomes the process group's timeout: every collective and barrier (and joining the group) fails
-  after it, so a dead or hung peer holds the others at most that long.
+  after it, so a dead or hung peer holds the others at most that long; the failure becomes one line
+  (:func:`lost_peer`).
 * Under ``accelerate launch`` / ``torchrun --max_restarts N``, the restarted workers meet in the same key-value store
   as the workers they replace (torch's static and c10d rendezvous both keep it across restarts), and the keys those
   left behind (their gloo/NCCL addresses) would make the new workers connect to dead ones and wait for the whole
@@ -12,13 +13,18 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlparse
 
+import torch
 from accelerate.utils import InitProcessGroupKwargs
 from torch.distributed import PrefixStore, Store
 from torch.distributed.rendezvous import register_rendezvous_handler, rendezvous
+
+from ..errors import LostPeerError
 
 RESTART_SAFE_SCHEME = "envattempt"
 _RESTART_COUNT = "TORCHELASTIC_RESTART_COUNT"  # set by torchrun's agent in every worker it starts
@@ -44,4 +50,21 @@ def process_group_kwargs(timeout_s: int) -> InitProcessGroupKwargs:
     return InitProcessGroupKwargs(init_method=init_method, timeout=timedelta(seconds=timeout_s))
 
 
-__all__ = ["RESTART_SAFE_SCHEME", "process_group_kwargs"]
+def is_collective_failure(error: RuntimeError) -> bool:
+    """Whether ``error`` is a failed collective: torch's distributed errors, or gloo's timeouts and lost
+    connections, which reach Python as plain ``RuntimeError`` s naming gloo."""
+    return isinstance(error, torch.distributed.DistError) or "gloo" in str(error)
+
+
+def lost_peer(error: RuntimeError, timeout_s: int, checkpoints: Path) -> LostPeerError:
+    """The one-line error of a failed collective: its first sentence (without the source location gloo puts in
+    front), the timeout, and how to go on."""
+    first_line = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip().split("\n")[0])
+    reason = first_line.split(". ")[0] or type(error).__name__
+    return LostPeerError(
+        f"lost contact with another process ({reason}): it died or did not answer within --ddp_timeout "
+        f"{timeout_s} s; checkpoints are kept in {checkpoints}: rerun with --resume_from_checkpoint latest"
+    )
+
+
+__all__ = ["RESTART_SAFE_SCHEME", "is_collective_failure", "lost_peer", "process_group_kwargs"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import resource
 import shutil
 import time
@@ -26,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..augment import SimCLRGPUAugment, get_preset
 from ..data import load_image_dataset
-from ..errors import LostPeerError, NonFiniteLossError, UsageError
+from ..errors import NonFiniteLossError, UsageError
 from ..hub import records
 from ..hub.card import build_model_card
 from ..hub.export import export_timm_encoder, save_model
@@ -35,7 +34,7 @@ from ..modeling_simclr import SimCLRModel
 from .arguments import PretrainArguments
 from .checkpoint import TrainState, choose_checkpoint, save_checkpoint
 from .components import TrainingData, build_model, build_optimizer, build_training_data
-from .distributed import process_group_kwargs
+from .distributed import is_collective_failure, lost_peer, process_group_kwargs
 from .grad_cache import grad_cache_step
 from .monitor import KnnMonitor
 from .optim import apply_hyperparameters, hyperparameters
@@ -187,14 +186,7 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
         except RuntimeError as error:
             if not is_collective_failure(error):
                 raise
-            # the first sentence, without the source location gloo puts in front
-            first_line = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip().split("\n")[0])
-            reason = first_line.split(". ")[0] or type(error).__name__
-            raise LostPeerError(
-                f"lost contact with another process ({reason}): it died or did not answer within --ddp_timeout "
-                f"{args.ddp_timeout} s; checkpoints are kept in {Path(args.output_dir) / records.CHECKPOINTS}: "
-                "rerun with --resume_from_checkpoint latest"
-            ) from error
+            raise lost_peer(error, args.ddp_timeout, Path(args.output_dir) / records.CHECKPOINTS) from error
 
 
 def tracker_config(args: PretrainArguments) -> dict[str, Any]:
@@ -202,12 +194,6 @@ def tracker_config(args: PretrainArguments) -> dict[str, Any]:
     ``--backbone_kwargs``) as JSON."""
     values = {k: v for k, v in asdict(args).items() if v is not None}
     return {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v) for k, v in values.items()}
-
-
-def is_collective_failure(error: RuntimeError) -> bool:
-    """Whether ``error`` is a failed collective: torch's distributed errors, or gloo's timeouts and lost
-    connections, which reach Python as plain ``RuntimeError`` s naming gloo."""
-    return isinstance(error, torch.distributed.DistError) or "gloo" in str(error)
 
 
 def start_run(args: PretrainArguments, accelerator: Accelerator) -> None:
