@@ -1,23 +1,20 @@
 """SimCLR self-supervised pretraining for the Hugging Face ecosystem.
 
-Importing this package registers the SimCLR classes with transformers' Auto classes.
+Importing this package registers the SimCLR classes with transformers' Auto classes (:mod:`.auto_registration`);
+the classes, torch and transformers load on first use (:mod:`.lazy_imports`).
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+from .auto_registration import register_with_auto_classes
+from .lazy_imports import lazy_exports
 
-from .configuration_simclr import SimCLRConfig
-from .loss import NTXentLoss
-from .modeling_simclr import SimCLRForImageClassification, SimCLRModel, SimCLRModelOutput
+register_with_auto_classes()
 
-AutoConfig.register(SimCLRConfig.model_type, SimCLRConfig, exist_ok=True)
-AutoModel.register(SimCLRConfig, SimCLRModel, exist_ok=True)
-AutoModelForImageClassification.register(SimCLRConfig, SimCLRForImageClassification, exist_ok=True)
-
-# save_pretrained copies the code and writes auto_map, so folders load with trust_remote_code=True
-# where hf_simclr is not installed.
-SimCLRConfig.register_for_auto_class()
-SimCLRModel.register_for_auto_class("AutoModel")
-SimCLRForImageClassification.register_for_auto_class("AutoModelForImageClassification")
-
-__all__ = ["NTXentLoss", "SimCLRConfig", "SimCLRForImageClassification", "SimCLRModel", "SimCLRModelOutput"]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        ".configuration_simclr": ["SimCLRConfig"],
+        ".loss": ["NTXentLoss"],
+        ".modeling_simclr": ["SimCLRForImageClassification", "SimCLRModel", "SimCLRModelOutput"],
+    },
+)
 __version__ = "0.1.0"

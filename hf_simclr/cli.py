@@ -2,26 +2,62 @@
 
 A script is ``sys.exit(run_cli(lambda: work(parse_args())))``: arguments are dataclasses read by transformers'
 ``HfArgumentParser`` (``python scripts/pretrain.py run.json`` reads them from a file instead, as transformers' example
-scripts do); an error a person can act on ends in one line on stderr and the exit code of :mod:`hf_simclr.errors`.
+scripts do); an error a person can act on ends in one line on stderr and the exit code of :mod:`hf_simclr.errors`,
+and Ctrl-C in one line that says how to go on (exit code 130).
+
+This module and the argument dataclasses import neither torch nor transformers: a script's ``--help`` and a mistyped
+flag answer at once, and the work's own modules load after the arguments are read.
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
-from transformers import HfArgumentParser
-
-from .errors import RunFailure, UsageError
+from .errors import RunFailure, RunInterrupted, UsageError
 
 # Bad input: hf_simclr's UsageError, and the same kinds of error from the libraries and from the model files saved
 # with every checkpoint (which cannot import hf_simclr): an invalid config value, a missing file or folder.
 USAGE_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError)
 CONFIG_FILE_SUFFIXES = (".json", ".yaml", ".yml")
 Arguments = TypeVar("Arguments")
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+
+
+def _hf_argument_parser() -> type:
+    """transformers' ``HfArgumentParser``, from its own file while transformers is not imported yet.
+
+    That file needs only the standard library and PyYAML, whereas ``import transformers`` sets up the whole library
+    (about twenty times the CPU time of PyYAML); the same class without that cost keeps ``--help`` instant. A
+    transformers whose argparser file needs more falls back to the regular import.
+    """
+    name = "hf_simclr._hf_argparser"
+    if name in sys.modules:
+        return sys.modules[name].HfArgumentParser
+    spec = importlib.util.find_spec("transformers") if "transformers" not in sys.modules else None
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(next(iter(spec.submodule_search_locations))) / "hf_argparser.py"
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        if module_spec is not None and module_spec.loader is not None:
+            module = importlib.util.module_from_spec(module_spec)
+            try:
+                module_spec.loader.exec_module(module)
+            except (ImportError, OSError):
+                pass
+            else:
+                sys.modules[name] = module
+                return module.HfArgumentParser
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser
+
+
+HfArgumentParser = _hf_argument_parser()
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -73,13 +109,23 @@ def parse_arguments(
 
 
 def run_cli(main: Callable[[], Any]) -> int:
-    """Run ``main`` and return the process's exit code: 0 when it returns, 2 on bad input, 1 when a run fails.
+    """Run ``main`` and return the process's exit code: 0 when it returns, 2 on bad input, 1 when a run fails, 130
+    when Ctrl-C stopped it.
 
     Errors are told apart by type (:mod:`hf_simclr.errors`); their message is printed as one ``error:`` line on
-    stderr. A full disk is a run failure wherever it strikes. Any other exception is a bug and keeps its traceback.
+    stderr, and Ctrl-C as one ``interrupted`` line (a :class:`RunInterrupted` says how to resume; one without a
+    message, on the other processes of a run, prints nothing). A full disk is a run failure wherever it strikes. Any
+    other exception is a bug and keeps its traceback.
     """
     try:
         main()
+    except RunInterrupted as interrupted:
+        if str(interrupted):
+            print(f"interrupted: {' '.join(str(interrupted).split())}", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
     except RunFailure as error:
         _print_error(error)
         return error.exit_code
@@ -100,4 +146,4 @@ def _print_error(error: BaseException | str) -> None:
     print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
 
 
-__all__ = ["ArgumentParser", "HelpFormatter", "USAGE_ERRORS", "parse_arguments", "run_cli"]
+__all__ = ["INTERRUPTED_EXIT_CODE", "ArgumentParser", "HelpFormatter", "USAGE_ERRORS", "parse_arguments", "run_cli"]

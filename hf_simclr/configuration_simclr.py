@@ -162,4 +162,8 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
+# save_pretrained then copies this file and writes `auto_map`, so saved folders load with trust_remote_code=True
+# where hf_simclr is not installed.
+SimCLRConfig.register_for_auto_class()
+
 __all__ = ["BACKBONE_KWARGS_ALLOWED", "SimCLRConfig", "check_backbone_kwargs"]

@@ -7,6 +7,8 @@ Every message is one line that names the problem and the fix. :func:`hf_simclr.c
   nothing was written.
 * :class:`RunFailure` (a ``RuntimeError``), exit code 1: the input was fine but the run could not finish (an upload
   failed, the loss diverged); what was saved before is kept, and the message says how to go on.
+* :class:`RunInterrupted` (a ``KeyboardInterrupt``), exit code 130: Ctrl-C stopped a run; the message says how to
+  resume it, or that there is nothing to resume.
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ class SourceDownloadError(RunFailure):
     """Downloading a checkpoint from the Hub failed (network, server); nothing was written."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; the message names the last checkpoint and the command that resumes from it."""
+
+    exit_code = 130
+
+
 __all__ = [
     "CheckpointError",
     "HubPushError",
@@ -61,6 +69,7 @@ __all__ = [
     "LostPeerError",
     "NonFiniteLossError",
     "RunFailure",
+    "RunInterrupted",
     "SimCLRError",
     "SourceDownloadError",
     "UsageError",

@@ -396,6 +396,11 @@ class SimCLRForImageClassification(SimCLRPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+# save_pretrained then copies the code and writes `auto_map`, so saved folders load with trust_remote_code=True
+# where hf_simclr is not installed.
+SimCLRModel.register_for_auto_class("AutoModel")
+SimCLRForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
 __all__ = [
     "CROP_PCT",
     "SimCLRForImageClassification",

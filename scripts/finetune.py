@@ -8,7 +8,15 @@ with `eval_results.json` and a model card.
 import sys
 
 from hf_simclr.cli import run_cli
-from hf_simclr.evaluation.finetune import finetune, parse_args
+from hf_simclr.evaluation.arguments import parse_finetune_args
+
+
+def main() -> None:
+    args = parse_finetune_args()
+    from hf_simclr.evaluation.finetune import finetune  # torch and the data libraries load once the flags are read
+
+    finetune(args)
+
 
 if __name__ == "__main__":
-    sys.exit(run_cli(lambda: finetune(parse_args())))
+    sys.exit(run_cli(main))

@@ -8,7 +8,15 @@ Works on any `AutoModel` image backbone with a pooled output, so encoders can be
 import sys
 
 from hf_simclr.cli import run_cli
-from hf_simclr.evaluation.linear_eval import linear_eval, parse_args
+from hf_simclr.evaluation.arguments import parse_linear_eval_args
+
+
+def main() -> None:
+    args = parse_linear_eval_args()
+    from hf_simclr.evaluation.linear_eval import linear_eval  # torch and transformers load once the flags are read
+
+    linear_eval(args)
+
 
 if __name__ == "__main__":
-    sys.exit(run_cli(lambda: linear_eval(parse_args())))
+    sys.exit(run_cli(main))

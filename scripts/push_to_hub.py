@@ -11,14 +11,14 @@ from __future__ import annotations
 import sys
 
 from hf_simclr.cli import run_cli
-from hf_simclr.hub.push import parse_push_args, push_run
+from hf_simclr.hub.push import parse_push_args, push_run, pushed_line
 
 
 def main(argv: list[str] | None = None) -> int:
     def push() -> None:
         output_dir, repo_id, args = parse_push_args(argv, description=__doc__)
         for url in push_run(output_dir, repo_id, args):
-            print(url)
+            print(pushed_line(url))
 
     return run_cli(push)
 

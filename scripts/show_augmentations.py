@@ -2,6 +2,8 @@
 
 python scripts/show_augmentations.py                          # embedded default data, "demo" preset
 python scripts/show_augmentations.py --dataset path/to/images --preset imagenet --num_images 8 --output views.png
+
+By default the grid goes to outputs/augmentations.png (outputs/ is where runs write, and is ignored by git).
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_simclr.augment.preview import augmentation_columns, augmentation_grid
 from hf_simclr.cli import parse_arguments, run_cli
-from hf_simclr.data import dataset_load_kwargs
+from hf_simclr.data.arguments import dataset_load_kwargs
 from hf_simclr.errors import UsageError
 
 
@@ -25,7 +26,7 @@ class ShowAugmentationsArguments:
     dataset_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub dataset"})
     split: str = field(default="train", metadata={"help": "split the images come from"})
     image_column: str = field(default="image", metadata={"help": "column holding the images"})
-    output: str = field(default="augmentations.png", metadata={"help": "PNG file to write"})
+    output: str = field(default="outputs/augmentations.png", metadata={"help": "PNG file to write"})
     num_images: int = field(default=8, metadata={"help": "rows of the grid"})
     preset: str | None = field(
         default=None, metadata={"help": "imagenet, cifar or demo (default: demo for the embedded data, else imagenet)"}
@@ -43,6 +44,8 @@ class ShowAugmentationsArguments:
 
 
 def show_augmentations(args: ShowAugmentationsArguments) -> None:
+    from hf_simclr.augment.preview import augmentation_columns, augmentation_grid  # torch loads once flags are read
+
     columns = augmentation_columns(
         args.dataset,
         args.split,
@@ -53,6 +56,7 @@ def show_augmentations(args: ShowAugmentationsArguments) -> None:
         **dataset_load_kwargs(args.dataset_config),
     )
     grid = augmentation_grid(columns, args.cell)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     grid.save(args.output, format="PNG")
     print(f"wrote {args.output} ({grid.width}x{grid.height} px)")
 

@@ -7,34 +7,22 @@
   parameters per sample and per view, drawn on the CPU with the crops (:class:`SimCLRGPUAugment`).
 """
 
-from .crops import EvalTransform, TwoViewTransform, random_resized_crop_box
-from .gpu import (
-    VIEW_UNIFORMS,
-    SimCLRGPUAugment,
-    ViewParams,
-    adjust_hue,
-    blend_jitter,
-    blur_kernel_size,
-    gaussian_blur,
-    rgb_to_grayscale,
-)
-from .presets import IMAGENET_MEAN, IMAGENET_STD, PRESETS, AugmentPreset, get_preset
+from ..lazy_imports import lazy_exports
 
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "PRESETS",
-    "VIEW_UNIFORMS",
-    "AugmentPreset",
-    "EvalTransform",
-    "SimCLRGPUAugment",
-    "TwoViewTransform",
-    "ViewParams",
-    "adjust_hue",
-    "blend_jitter",
-    "blur_kernel_size",
-    "gaussian_blur",
-    "get_preset",
-    "random_resized_crop_box",
-    "rgb_to_grayscale",
-]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        ".crops": ["EvalTransform", "TwoViewTransform", "random_resized_crop_box"],
+        ".gpu": [
+            "VIEW_UNIFORMS",
+            "SimCLRGPUAugment",
+            "ViewParams",
+            "adjust_hue",
+            "blend_jitter",
+            "blur_kernel_size",
+            "gaussian_blur",
+            "rgb_to_grayscale",
+        ],
+        ".presets": ["IMAGENET_MEAN", "IMAGENET_STD", "PRESETS", "AugmentPreset", "get_preset"],
+    },
+)

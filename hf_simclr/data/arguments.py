@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .sources import dataset_load_kwargs
+
+def dataset_load_kwargs(dataset_config: str | None) -> dict[str, Any]:
+    """`load_image_dataset` keyword arguments for a `--dataset_config` flag (a Hub dataset's configuration name)."""
+    return {"name": dataset_config} if dataset_config else {}
 
 
 @dataclass
@@ -43,4 +46,4 @@ class DatasetArguments:
         return dataset_load_kwargs(self.dataset_config)
 
 
-__all__ = ["DatasetArguments"]
+__all__ = ["DatasetArguments", "dataset_load_kwargs"]

@@ -181,11 +181,6 @@ def _load_and_check(
     return dataset
 
 
-def dataset_load_kwargs(dataset_config: str | None) -> dict[str, Any]:
-    """`load_image_dataset` keyword arguments for a `--dataset_config` flag (a Hub dataset's configuration name)."""
-    return {"name": dataset_config} if dataset_config else {}
-
-
 def load_default_splits() -> datasets.DatasetDict:
     """The embedded default data with labels: ``train`` (5,000) and held-out ``test`` (1,000, for the kNN monitor).
     Images undecoded as from :func:`load_image_dataset`; labels in ``DEFAULT_LABEL_COLUMN`` (a ``ClassLabel``)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -57,7 +58,7 @@ class TwoViewDataset(Dataset):
     chunking, so N processes train the model one process trains, and a resumed run sees exactly the views the
     interrupted one would have. An unreadable image is replaced by another one drawn from the
     same seed (:func:`read_or_replace`), so every batch keeps its size (a contrastive batch must match across
-    processes and chunks); `num_failed` counts the replacements.
+    processes and chunks); ``unreadable`` lists the ``(index, name)`` of the images it replaced.
     """
 
     def __init__(self, dataset: Any, transform: TwoViewTransform, seed: int) -> None:
@@ -72,12 +73,24 @@ class TwoViewDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         key = f"{self.seed}-{self.epoch}-{index}"
         rng = random.Random(key)
+        unreadable: list[tuple[int, str]] = []
 
         def views(sample: int) -> tuple[torch.Tensor, ...]:
-            return self.transform.process(self.dataset[sample][self.transform.image_column], rng)
+            value = self.dataset[sample][self.transform.image_column]
+            try:
+                return self.transform.process(value, rng)
+            except Exception:
+                unreadable.append((sample, image_name(value, sample)))
+                raise
 
-        (view_1, view_2, uniforms), failed = read_or_replace(views, index, len(self.dataset), key)
-        return {"pixel_values": view_1, "pixel_values_2": view_2, "augment_uniforms": uniforms, "num_failed": failed}
+        (view_1, view_2, uniforms), _ = read_or_replace(views, index, len(self.dataset), key)
+        return {"pixel_values": view_1, "pixel_values_2": view_2, "augment_uniforms": uniforms, "unreadable": unreadable}
+
+
+def image_name(value: Any, index: int) -> str:
+    """How messages name an image: its file and folder (``cat/001.jpg``) where it came from a file, else its row."""
+    path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str) else None
+    return "/".join(Path(path).parts[-2:]) if path else f"row {index}"
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -132,11 +145,12 @@ def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def collate_two_views(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """`collate_views`, with `num_skipped` counting the unreadable images `TwoViewDataset` replaced (or
-    `ReadableOnly` dropped)."""
+def collate_two_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """`collate_views`, with ``unreadable``: the ``(index, name)`` of the images `TwoViewDataset` replaced, and
+    `num_skipped` counting the unreadable images `ReadableOnly` left out of a stream."""
     batch = collate_views(samples)
     batch["num_skipped"] = batch["num_skipped"] + sum(s.get("num_failed", 0) for s in samples)
+    batch["unreadable"] = [pair for sample in samples for pair in sample.get("unreadable", ())]
     return batch
 
 
@@ -169,5 +183,6 @@ __all__ = [
     "TwoViewDataset",
     "collate_two_views",
     "collate_views",
+    "image_name",
     "read_or_replace",
 ]

@@ -10,8 +10,6 @@ augmentation; learning rate 0.1 x B / 256). The saved folder loads with ``pipeli
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,69 +21,19 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForImageClassification
 
-from ..cli import parse_arguments
-from ..data import DatasetArguments, decode_image, read_or_replace
+from ..data import decode_image, read_or_replace
 from ..errors import UsageError
 from ..hub.card import update_model_card
 from ..hub.export import build_image_processor, save_model
 from ..hub.locate import check_local_or_hub, reaching_the_hub
 from ..hub.output_lock import OutputDirLock
-from ..hub.records import FINETUNE_LOG, RunLog, dataset_names, write_eval_results, writing
+from ..hub.records import FINETUNE_LOG, RunLog, dataset_names, public_model_name, write_eval_results, writing
 from ..training.optim import build_schedule, scaled_learning_rate
+from .arguments import FinetuneArguments
+from .arguments import parse_finetune_args as parse_args
 from .features import ImageProcessorCollate
 from .linear_eval import load_train_and_held_out
 from .linear_probe import class_balanced_split
-
-
-@dataclass(kw_only=True)
-class FinetuneArguments(DatasetArguments):
-    """Arguments of `scripts/finetune.py`: the dataset flags, the model, the label fraction and the optimisation."""
-
-    model: str = field(metadata={"help": "SimCLR model folder or Hub id (SimCLRModel or SimCLRForImageClassification)"})
-    output_dir: str = field(metadata={"help": "folder for the fine-tuned model, results and card"})
-    label_fraction: float = field(
-        default=1.0, metadata={"help": "share of the training labels used, per class (the paper: 0.01, 0.1, 1.0)"}
-    )
-    freeze_encoder: bool = field(default=False, metadata={"help": "train only the classifier (linear evaluation)"})
-    epochs: int = field(default=10, metadata={"help": "passes over the (sampled) training data"})
-    learning_rate: float | None = field(
-        default=None, metadata={"help": "default: 0.05 x B / 256 (0.1 x B / 256 when frozen)"}
-    )
-    weight_decay: float = field(default=0.0, metadata={"help": "weight decay (the paper uses none when fine-tuning)"})
-    per_device_batch_size: int = field(default=64, metadata={"help": "images per process per step"})
-    min_crop_scale: float = field(default=0.08, metadata={"help": "smallest crop area of the random resized crop"})
-    num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes per process"})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "replace a model already in --output_dir"})
-    seed: int = field(default=0, metadata={"help": "seed of the label sample, the classifier and the augmentation"})
-
-    def __post_init__(self) -> None:
-        if not 0 < self.label_fraction <= 1:
-            raise UsageError(f"--label_fraction must be in (0, 1], e.g. 0.01, 0.1 or 1.0; got {self.label_fraction}")
-        for name in ("epochs", "per_device_batch_size"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        if self.learning_rate is not None and self.learning_rate <= 0:
-            raise UsageError(f"--learning_rate must be > 0, got {self.learning_rate}")
-        if self.weight_decay < 0 or self.num_workers < 0:
-            raise UsageError("--weight_decay and --num_workers must be 0 or more")
-        if not 0 < self.min_crop_scale <= 1:
-            raise UsageError(f"--min_crop_scale must be in (0, 1], got {self.min_crop_scale}")
-        output_dir = Path(self.output_dir)
-        if output_dir.is_file():
-            raise UsageError(f"--output_dir {output_dir} is a file; choose a folder")
-        if Path(self.model).is_dir() and output_dir.resolve() == Path(self.model).resolve():
-            raise UsageError("--output_dir is the --model folder; choose a new folder for the fine-tuned model")
-        if (output_dir / "config.json").is_file() and not self.overwrite_output_dir:
-            raise UsageError(f"--output_dir {output_dir} holds a model; pass --overwrite_output_dir or another folder")
-
-
-def parse_args(argv: Sequence[str] | None = None) -> FinetuneArguments:
-    """`scripts/finetune.py`'s arguments from `argv` (default: the command line) or the JSON/YAML file it names."""
-    description = (
-        "Fine-tune a SimCLR checkpoint for image classification with Accelerate (run with "
-        "`accelerate launch scripts/finetune.py ...` for several GPUs or mixed precision)."
-    )
-    return parse_arguments(FinetuneArguments, argv, description)
 
 
 class CropFlipDataset(Dataset):
@@ -232,7 +180,8 @@ def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, fl
         with writing(output_dir, "the fine-tuned model"):
             save_model(accelerator.unwrap_model(model).eval(), output_dir)
         details = {
-            "base_model": args.model,
+            "base_model": public_model_name(args.model),  # no local paths in published records
+            "train_split": args.train_split,
             "label_fraction": args.label_fraction,
             "num_train": len(train_ds),
             "freeze_encoder": args.freeze_encoder,
@@ -287,22 +236,10 @@ def _write_results(
 
     output_dir = Path(args.output_dir)
     dataset_name, dataset_id = dataset_names(args.dataset)
-    setting = "linear classifier on the frozen encoder" if args.freeze_encoder else "fine-tuned end to end"
-    labels_used = f"{100 * args.label_fraction:g}% of the labels"
-    base = Path(args.model).resolve().name if Path(args.model).exists() else args.model  # no local paths on cards
-    write_eval_results(output_dir, "finetune", dataset_name, metrics, split=split, details=details)
-    update_model_card(
-        output_dir,
-        metrics,
-        dataset_name,
-        split=split,
-        dataset_id=dataset_id,
-        task_name=f"Image classification ({setting}, {labels_used})",
-        model_name=output_dir.resolve().name,
-        pipeline_tag="image-classification",
-        intro=f"`{base}` {setting} on {details['num_train']} labelled images ({labels_used} of "
-        f"{args.train_split}) with `hf_simclr`'s `scripts/finetune.py`; accuracy in %.",
+    write_eval_results(
+        output_dir, "finetune", dataset_name, metrics, split=split, dataset_id=dataset_id, details=details
     )
+    update_model_card(output_dir, model_name=output_dir.resolve().name, pipeline_tag="image-classification")
     if missing_plot_packages(tsne=False):
         print("no finetune_curves.png: pip install 'hf-simclr[plots]' to draw it")
     else:

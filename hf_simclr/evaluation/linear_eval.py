@@ -7,8 +7,6 @@ plots in the output folder (the model folder itself for a local model).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,85 +14,19 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
-from ..cli import parse_arguments
 from ..data import DatasetArguments, find_held_out_split, load_labelled_split
 from ..errors import UsageError
 from ..hub.card import update_model_card
 from ..hub.locate import check_local_or_hub, reaching_the_hub
 from ..hub.output_lock import OutputDirLock
-from ..hub.records import TRAIN_LOG, dataset_names, write_eval_results
+from ..hub.records import TRAIN_LOG, dataset_names, public_model_name, write_eval_results
 from ..modeling_simclr import build_image_processor
+from .arguments import LinearEvalArguments, default_output_dir
+from .arguments import parse_linear_eval_args as parse_args
 from .features import extract_features
 from .knn import knn_accuracy
 from .linear_probe import linear_probe
-from .plots import missing_plot_packages
-
-INTRO = (
-    "Classifiers trained on the frozen features (the encoder is not fine-tuned): weighted kNN (cosine, temperature "
-    "0.07) and a linear classifier; accuracy in %."
-)
-
-
-@dataclass(kw_only=True)
-class LinearEvalArguments(DatasetArguments):
-    """Arguments of `scripts/linear_eval.py`: the dataset flags, the model and the evaluation's settings."""
-
-    model: str = field(metadata={"help": "model folder or Hub model id"})
-    batch_size: int = field(default=256, metadata={"help": "images per batch during feature extraction"})
-    num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes for decoding images"})
-    epochs: int = field(default=100, metadata={"help": "epochs of the linear classifier"})
-    val_fraction: float = field(default=0.1, metadata={"help": "train share held out to choose lr and weight decay"})
-    output_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "where results, plots and the card go; default: the model folder if local, else "
-            "./linear_eval/<model id>"
-        },
-    )
-    seed: int = field(default=0, metadata={"help": "seed of the validation split, the classifier and the plots"})
-    no_plots: bool = field(default=False, metadata={"help": "skip the t-SNE and training-curve plots"})
-    max_plot_points: int = field(default=2000, metadata={"help": "test images in the t-SNE plot"})
-    random_init: bool = field(
-        default=False,
-        metadata={
-            "help": "evaluate the model's architecture at random initialisation instead of its weights: the "
-            "baseline pretraining must beat"
-        },
-    )
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "epochs", "max_plot_points"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise UsageError(f"--num_workers must be 0 or more, got {self.num_workers}")
-        if not 0 < self.val_fraction < 1:
-            raise UsageError(f"--val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
-        if self.output_dir is None:
-            self.output_dir = default_output_dir(self.model, self.random_init)
-        if Path(self.output_dir).is_file():
-            raise UsageError(f"--output_dir {self.output_dir} is a file; choose a folder")
-        if not self.no_plots and (missing := missing_plot_packages()):
-            raise UsageError(f"the plots need {', '.join(missing)}: pip install 'hf-simclr[plots]', or pass --no_plots")
-
-
-def default_output_dir(model: str, random_init: bool) -> str:
-    """The model folder itself for a local model; else ``linear_eval/<name>`` (also for the random-init baseline,
-    which must not overwrite the model's card)."""
-    if Path(model).is_dir() and not random_init:
-        return model
-    suffix = "-random-init" if random_init else ""
-    name = Path(model.rstrip("/")).name if Path(model).is_dir() else model.replace("/", "--")
-    return str(Path("linear_eval") / f"{name}{suffix}")
-
-
-def parse_args(argv: Sequence[str] | None = None) -> LinearEvalArguments:
-    """`scripts/linear_eval.py`'s arguments from `argv` (default: the command line) or the JSON/YAML file it names."""
-    description = (
-        "kNN (k=20, 200) and linear evaluation of a frozen image encoder (SimCLR or any AutoModel backbone with a "
-        "pooled output)."
-    )
-    return parse_arguments(LinearEvalArguments, argv, description)
+from .plots import missing_plot_packages, split_label
 
 
 def default_device() -> torch.device:
@@ -209,7 +141,7 @@ def _linear_eval(args: LinearEvalArguments) -> dict[str, Any]:
     metrics.update(linear_top1=probe["linear_top1"], linear_top5=probe["linear_top5"])
     print(", ".join(f"{key} {100 * value:.2f}%" for key, value in metrics.items()))
     details = {
-        "model": args.model,
+        "model": public_model_name(args.model),
         "random_init": args.random_init,
         "train_split": args.train_split,
         "num_train": len(train_y),
@@ -219,9 +151,15 @@ def _linear_eval(args: LinearEvalArguments) -> dict[str, Any]:
         "linear_probe_epochs": args.epochs,
     }
     write_results(args, split, metrics, details)
-    if not args.no_plots:
+    written = "results and card"
+    if args.no_plots:
+        pass
+    elif missing := missing_plot_packages():  # the plots are optional: the numbers do not need them
+        print(f"no plots: pip install 'hf-simclr[plots]' ({', '.join(missing)}) to draw them, or pass --no_plots")
+    else:
         draw_plots(args, split, test_x, test_y, class_names)
-    print(f"results, card and plots in {args.output_dir}")
+        written = "results, card and plots"
+    print(f"{written} in {args.output_dir}")
     return metrics
 
 
@@ -230,11 +168,10 @@ def write_results(args: LinearEvalArguments, split: str, metrics: dict[str, floa
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     dataset_name, dataset_id = dataset_names(args.dataset)
-    write_eval_results(output_dir, "linear_eval", dataset_name, metrics, split=split, details=details)
-    model_name = Path(args.model.rstrip("/")).name
-    update_model_card(
-        output_dir, metrics, dataset_name, split=split, dataset_id=dataset_id, model_name=model_name, intro=INTRO
+    write_eval_results(
+        output_dir, "linear_eval", dataset_name, metrics, split=split, dataset_id=dataset_id, details=details
     )
+    update_model_card(output_dir, model_name=public_model_name(args.model).rsplit("/", 1)[-1])
 
 
 def draw_plots(
@@ -244,7 +181,7 @@ def draw_plots(
     from .plots import plot_embedding, plot_training_curves
 
     output_dir = Path(args.output_dir)
-    title = f"t-SNE of {dataset_names(args.dataset)[0]} ({split}) features"
+    title = f"t-SNE of {split_label(dataset_names(args.dataset)[0], split)} features"
     plot_embedding(test_x, test_y, output_dir / "tsne.png", class_names, args.max_plot_points, args.seed, title)
     log = Path(args.model) / TRAIN_LOG
     if log.is_file() and not args.random_init:  # the baseline never trained

@@ -16,6 +16,11 @@ import torch
 from ..hub.records import RANDOM_INIT_SUFFIX, metric_name, read_train_log
 
 
+def split_label(dataset: str, split: str) -> str:
+    """``Fashion-MNIST (embedded subset), test split``: a dataset and split named without doubled parentheses."""
+    return f"{dataset}, {split} split"
+
+
 def missing_plot_packages(tsne: bool = True) -> list[str]:
     """The packages the plots need that are not installed (they come with `pip install "hf-simclr[plots]"`)."""
     import importlib.util
@@ -117,4 +122,4 @@ def plot_embedding(
     return path
 
 
-__all__ = ["missing_plot_packages", "plot_embedding", "plot_training_curves"]
+__all__ = ["missing_plot_packages", "plot_embedding", "plot_training_curves", "split_label"]

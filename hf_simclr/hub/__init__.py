@@ -1,17 +1,13 @@
 """From a trained model to the Hub: the saved folder and the timm export (:mod:`.export`), what a run writes next to
 it (:mod:`.records`), the model card (:mod:`.card`) and the upload (:mod:`.push`)."""
 
-from .card import build_model_card, update_model_card
-from .export import build_image_processor, export_timm_encoder, save_model
-from .push import push_folder_to_hub, push_timm_folder_to_hub, validate_model_folder
+from ..lazy_imports import lazy_exports
 
-__all__ = [
-    "build_image_processor",
-    "build_model_card",
-    "export_timm_encoder",
-    "push_folder_to_hub",
-    "push_timm_folder_to_hub",
-    "save_model",
-    "update_model_card",
-    "validate_model_folder",
-]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        ".card": ["build_model_card", "update_model_card"],
+        ".export": ["build_image_processor", "export_timm_encoder", "save_model"],
+        ".push": ["push_folder_to_hub", "push_timm_folder_to_hub", "validate_model_folder"],
+    },
+)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from timm.models import save_for_hf
+from transformers.utils import logging as hf_logging
 
 from ..modeling_simclr import CROP_PCT, SimCLRPreTrainedModel, build_image_processor
 
@@ -27,20 +29,37 @@ _SOURCE_KEYS = (
 )
 
 
+def _move_into(tmp: Path, output_dir: Path) -> None:
+    """Move the files written under ``tmp`` into ``output_dir`` with the permissions of any new file (0644 under the
+    usual umask): writers that go through a private temporary file (the safetensors weights) leave them at 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in tmp.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
+        shutil.move(str(path), output_dir / path.name)
+
+
 def save_model(model: SimCLRPreTrainedModel, output_dir: str | Path, state_dict: dict | None = None) -> Path:
     """Save weights (safetensors), config with `auto_map`, code files and the image processor to `output_dir`.
 
     Everything is written to a temporary folder first and moved into place file by file, so an interrupted save
-    never leaves a half-written model where a complete one was. `state_dict` replaces the model's own weights in
-    the file (e.g. a projection head and a classifier together, which load into either Auto class).
+    never leaves a half-written model where a complete one was; every file gets the same permissions. `state_dict`
+    replaces the model's own weights in the file (e.g. a projection head and a classifier together, which load into
+    either Auto class).
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".saving-") as tmp:
-        # safetensors weights, config, code and the image processor; a copy of state_dict, which saving empties
-        model.save_pretrained(tmp, state_dict=dict(state_dict) if state_dict is not None else None)
-        for path in Path(tmp).iterdir():
-            path.replace(output_dir / path.name)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar for writing one small file is noise in a run's output
+    try:
+        with tempfile.TemporaryDirectory(dir=output_dir, prefix=".saving-") as tmp:
+            # safetensors weights, config, code and the image processor; a copy of state_dict, which saving empties
+            model.save_pretrained(tmp, state_dict=dict(state_dict) if state_dict is not None else None)
+            _move_into(Path(tmp), output_dir)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return output_dir
 
 
@@ -75,8 +94,7 @@ def export_timm_encoder(model: SimCLRPreTrainedModel, output_dir: str | Path) ->
         pretrained_cfg.update(data_config, num_classes=0)
         config_path.write_text(json.dumps(timm_config, indent=2) + "\n")
         output_dir.mkdir(parents=True, exist_ok=True)
-        for path in Path(tmp).iterdir():
-            shutil.move(str(path), output_dir / path.name)
+        _move_into(Path(tmp), output_dir)
     return output_dir
 
 

@@ -1,36 +1,41 @@
 """Pushing a saved SimCLR model folder (and its timm-native encoder export) to the Hugging Face Hub.
 
-Each folder goes up in one commit with `HfApi.upload_folder`, which skips files whose content the repo already has,
-so pushing an unchanged folder again creates no commit. A failed push never touches the local files: the error says
-which command retries it.
+Each folder goes up in one commit (`HfApi.create_commit`, which skips files whose content the repo already has, so
+pushing an unchanged folder again creates no commit). Two files go up as they read on the Hub rather than as saved:
+the model card, whose code snippets, title and model-index name the repo id (:func:`hf_simclr.hub.card.
+model_card_for_repo`), and ``training_args.json``, whose paths are reduced to names
+(:func:`hf_simclr.hub.records.public_training_args`); nothing pushed names a local path. The timm export's repo gets
+a short card of its own. A failed push never touches the local files: the error says which command retries it.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import HfApi
+from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, validate_repo_id
 
 from ..cli import ArgumentParser
-from ..configuration_simclr import SimCLRConfig
 from ..errors import HubPushError, InvalidModelFolderError, UsageError
+from . import records
+from .card import model_card_for_repo, timm_model_card
 from .output_lock import LOCK_FILE
-from .records import CHECKPOINTS
 
 __all__ = [
     "HubPushError",
     "InvalidModelFolderError",
     "PushArguments",
     "parse_push_args",
+    "published_files",
     "push_folder_to_hub",
     "push_run",
     "push_timm_folder_to_hub",
+    "pushed_line",
     "retry_command",
     "validate_model_folder",
 ]
@@ -48,7 +53,7 @@ IGNORE_PATTERNS = [
     "*.pyc",
     "__pycache__/",
     ".saving-*/",
-    f"{CHECKPOINTS}/",
+    f"{records.CHECKPOINTS}/",
     "timm/",
     LOCK_FILE,  # left by a run that was killed
     ".*.partial",  # a JSON record being written when a run was killed (hf_simclr.hub.records.write_json)
@@ -117,6 +122,8 @@ def validate_model_folder(folder: str | Path, *, kind: str = "simclr") -> Path:
         found = config.get("model_type") or config.get("architecture") or "unknown"
         raise InvalidModelFolderError(f"{folder} holds a {found!r} model, not a SimCLR one: {fix}")
     if kind == "simclr":
+        from ..configuration_simclr import SimCLRConfig
+
         # built, not just read: a config that would not load (e.g. a refused backbone_kwargs key) never goes up
         try:
             SimCLRConfig.from_dict(config)
@@ -140,6 +147,20 @@ def validate_model_folder(folder: str | Path, *, kind: str = "simclr") -> Path:
     return folder
 
 
+def pushed_line(commit_url: str) -> str:
+    """How a push is reported: ``pushed: https://huggingface.co/org/name (commit 1a2b3c4d)``."""
+    repo_url, _, sha = commit_url.rpartition("/commit/")
+    return f"pushed: {repo_url or commit_url} (commit {sha[:8]})" if repo_url else f"pushed: {commit_url}"
+
+
+def _operations(folder: Path, replaced: Mapping[str, bytes]) -> list[CommitOperationAdd]:
+    """One addition per file of ``folder`` the patterns let through, with ``replaced`` contents where given."""
+    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.glob("**/*")) if p.is_file()}
+    kept = list(filter_repo_objects(files, ignore_patterns=[*IGNORE_PATTERNS, *DEFAULT_IGNORE_PATTERNS]))
+    kept += [path for path in replaced if path not in files]  # e.g. a run's card, written for the repo alone
+    return [CommitOperationAdd(path_in_repo=path, path_or_fileobj=replaced.get(path) or files[path]) for path in kept]
+
+
 def _upload(
     folder: Path,
     repo_id: str,
@@ -148,18 +169,18 @@ def _upload(
     commit_message: str,
     token: str | None,
     retry: str,
+    replaced: Mapping[str, bytes],
 ) -> str:
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision and revision != "main":  # the Hub commits only to existing branches
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        info = api.upload_folder(
+        info = api.create_commit(
             repo_id=repo_id,
-            folder_path=folder,
+            operations=_operations(folder, replaced),
             revision=revision,
             commit_message=commit_message,
-            ignore_patterns=IGNORE_PATTERNS,
         )
     except Exception as err:  # any failure (HTTP, network, disk) gets the same retry advice
         status = getattr(getattr(err, "response", None), "status_code", None)
@@ -172,6 +193,29 @@ def _upload(
     return info.commit_url
 
 
+def published_files(folder: str | Path, repo_id: str, timm_repo: str | None = None) -> dict[str, bytes]:
+    """The files of ``folder`` that go up with other contents than saved: the card for ``repo_id`` and
+    ``training_args.json`` with names for paths."""
+    folder = Path(folder)
+    replaced = {}
+    card = model_card_for_repo(folder, repo_id, timm_repo)
+    if card is not None:
+        replaced[records.MODEL_CARD] = card.encode()
+    try:
+        args = json.loads((folder / records.TRAINING_ARGS).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        args = None
+    if isinstance(args, dict):
+        run = records.finished_run(folder) or {}
+        if "dataset" in run:
+            dataset = (run["dataset"], run.get("dataset_id"))
+        else:  # a run recorded before results named their dataset
+            dataset = records.dataset_names(args.get("dataset"))
+        public = records.public_training_args(args, dataset, output_name=folder.resolve().name)
+        replaced[records.TRAINING_ARGS] = (json.dumps(public, indent=2) + "\n").encode()
+    return replaced
+
+
 def push_folder_to_hub(
     folder: str | Path,
     repo_id: str,
@@ -181,10 +225,13 @@ def push_folder_to_hub(
     commit_message: str = "Upload SimCLR model",
     token: str | None = None,
     retry: str | None = None,
+    timm_repo: str | None = None,
 ) -> str:
-    """Upload a saved SimCLR model folder (weights, config, code, image processor, card) in one commit.
+    """Upload a saved SimCLR model folder (weights, config, code, image processor, card, records) in one commit.
 
-    Creates the repo (and the branch `revision`) when missing. Pushing unchanged files creates no commit.
+    Creates the repo (and the branch `revision`) when missing. Pushing unchanged files creates no commit. The card
+    goes up naming `repo_id` (and `timm_repo`, the timm export's repo, if given), ``training_args.json`` with names
+    for paths.
 
     Returns:
         The URL of the commit that now holds the folder; its last path segment is the commit sha.
@@ -195,7 +242,8 @@ def push_folder_to_hub(
     """
     folder = validate_model_folder(folder, kind="simclr")
     retry = retry or retry_command(folder, repo_id, private=private, revision=revision)
-    return _upload(folder, repo_id, private, revision, commit_message, token, retry)
+    replaced = published_files(folder, repo_id, timm_repo)
+    return _upload(folder, repo_id, private, revision, commit_message, token, retry, replaced)
 
 
 def push_timm_folder_to_hub(
@@ -207,14 +255,17 @@ def push_timm_folder_to_hub(
     commit_message: str = "Upload SimCLR encoder (timm format)",
     token: str | None = None,
     retry: str | None = None,
+    model_repo: str | None = None,
 ) -> str:
-    """Upload a timm-native encoder export, loadable with `timm.create_model("hf-hub:<repo_id>")`.
+    """Upload a timm-native encoder export, loadable with `timm.create_model("hf-hub:<repo_id>")`, with a short card
+    (linking `model_repo`, the SimCLR model's repo, if given).
 
     Same behaviour and errors as [`push_folder_to_hub`]; `retry` is the command printed on failure.
     """
     folder = validate_model_folder(folder, kind="timm")
     retry = retry or f"push_timm_folder_to_hub({str(folder)!r}, {repo_id!r})"
-    return _upload(folder, repo_id, private, revision, commit_message, token, retry)
+    replaced = {records.MODEL_CARD: timm_model_card(repo_id, folder, model_repo).encode()}
+    return _upload(folder, repo_id, private, revision, commit_message, token, retry, replaced)
 
 
 @dataclass
@@ -267,7 +318,8 @@ def push_run(output_dir: str | Path, repo_id: str, args: PushArguments) -> list[
         timm_dir=args.timm_dir,
     )
     common = dict(private=args.private, revision=args.revision, retry=retry)
-    urls = [push_folder_to_hub(output_dir, repo_id, commit_message=args.commit_message, **common)]
+    message = args.commit_message
+    urls = [push_folder_to_hub(output_dir, repo_id, commit_message=message, timm_repo=args.timm_repo, **common)]
     if args.timm_repo:
-        urls.append(push_timm_folder_to_hub(args.timm_dir, args.timm_repo, **common))
+        urls.append(push_timm_folder_to_hub(args.timm_dir, args.timm_repo, model_repo=repo_id, **common))
     return urls

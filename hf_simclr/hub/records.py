@@ -1,4 +1,5 @@
-"""What a run writes next to its model, in one place: file names, log rows, metric keys and their names, dataset names.
+"""What a run writes next to its model, in one place: file names, log rows, metric keys and their names, dataset names,
+and what of it may be published.
 
 A pretraining run's folder (``--output_dir``)::
 
@@ -6,10 +7,16 @@ A pretraining run's folder (``--output_dir``)::
     README.md                                                        # the model card (hf_simclr.hub.card)
     training_args.json    # every argument of the run, presets resolved
     train_log.jsonl       # one JSON object a line (see below); finetune_log.jsonl for fine-tuning
-    results.json          # the final metrics of the run
+    results.json          # the final metrics of the run; written last, so it marks the run finished
     eval_results.json     # later evaluations: {"results": [entry, ...]}
     checkpoints/step_N/   # resumable training state
     .hf_simclr.lock       # held by the run writing to the folder (hf_simclr.hub.output_lock)
+
+``results.json`` also names the data (``dataset``: the name shown, ``dataset_id``: its Hub id or null, ``eval_split``)
+and the size of the representation (``feature_dim``), so that the card can be written again from the folder alone.
+
+Nothing published names a local path: a local dataset or model is named by its folder or file name (never as a Hub
+id), and ``training_args.json`` is pushed with its paths reduced to names (:func:`public_training_args`).
 
 A log row holds ``step`` (optimizer steps, required), ``epoch`` (float) and any metrics; rows of different kinds
 interleave::
@@ -36,7 +43,6 @@ import datetime
 import errno
 import json
 import os
-import re
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -67,12 +73,30 @@ METRIC_NAMES = {
 }
 
 DEFAULT_DATASET_NAME = "Fashion-MNIST (embedded subset)"
-_HUB_DATASET_ID = re.compile(r"[\w.-]+/[\w.-]+")
+_GLOB_CHARACTERS = set("*?[")
 
 
 def metric_name(key: str) -> str:
     """The name a model card shows for a metric key (the key itself if hf_simclr does not report it)."""
     return METRIC_NAMES.get(key, key)
+
+
+def is_local_path(value: str) -> bool:
+    """Whether a ``--dataset`` or ``--model`` value names something on this machine rather than a Hub id.
+
+    It does if it exists, starts with ``.``, ``/`` or ``~``, holds a wildcard, or sits in a folder that exists (so
+    ``outputs/simlcr`` is a mistyped folder, while ``org/name`` stays a Hub id unless ``./org`` exists).
+    """
+    if value.startswith((".", "/", "~")) or _GLOB_CHARACTERS & set(value) or Path(value).expanduser().exists():
+        return True
+    parent = Path(value).parent
+    return parent != Path(".") and parent.is_dir()
+
+
+def local_name(path: str | os.PathLike) -> str:
+    """The last component of a local path that holds no wildcard: ``data/*.parquet`` -> ``data``."""
+    parts = [part for part in Path(path).expanduser().resolve().parts if not _GLOB_CHARACTERS & set(part)]
+    return Path(*parts).name if parts else str(path)
 
 
 def dataset_names(dataset: str | None) -> tuple[str, str | None]:
@@ -82,9 +106,48 @@ def dataset_names(dataset: str | None) -> tuple[str, str | None]:
     """
     if dataset is None:
         return DEFAULT_DATASET_NAME, None
-    if Path(dataset).exists():  # a local folder or file: its name, not a path of this machine
-        return Path(dataset).resolve().name, None
-    return dataset, dataset if _HUB_DATASET_ID.fullmatch(dataset) else None
+    if is_local_path(dataset):  # a local folder or file: its name, not a path of this machine
+        return local_name(dataset), None
+    return dataset, dataset
+
+
+def public_model_name(model: str) -> str:
+    """How records name a ``--model``: a Hub id as given, a local folder by its name."""
+    return local_name(model) if is_local_path(model) else model
+
+
+def public_training_args(
+    args: Mapping[str, Any], dataset: tuple[str, str | None], output_name: str | None = None
+) -> dict[str, Any]:
+    """``training_args.json`` as it may be published: the same arguments with every path reduced to a name.
+
+    ``dataset`` is ``(name, Hub id or None)`` as recorded in ``results.json`` (see :func:`dataset_names`): a local
+    dataset becomes its name. ``output_dir`` becomes ``output_name`` (default: its folder name) and a checkpoint
+    folder given to ``resume_from_checkpoint`` its own name.
+    """
+    public = dict(args)
+    name, dataset_id = dataset
+    if public.get("dataset") is not None and public["dataset"] != dataset_id:
+        public["dataset"] = name
+    if isinstance(public.get("output_dir"), str):
+        public["output_dir"] = output_name or local_name(public["output_dir"])
+    resume = public.get("resume_from_checkpoint")
+    if isinstance(resume, str) and resume != "latest":
+        public["resume_from_checkpoint"] = Path(resume).name
+    return public
+
+
+def finished_run(output_dir: str | Path) -> dict[str, Any] | None:
+    """The results of the pretraining run that finished in ``output_dir``, or None if none did.
+
+    ``results.json`` is written after the model, its card and its exports and removed when a new run starts there,
+    so it marks a finished run.
+    """
+    try:
+        results = json.loads((Path(output_dir) / RESULTS).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+    return results if isinstance(results, dict) else None
 
 
 class RunLog:
@@ -106,6 +169,15 @@ class RunLog:
         if self.path.exists():
             kept = [row for row in read_train_log(self.path) if row["step"] <= step]
             self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+
+
+def read_eval_results(output_dir: str | Path) -> list[dict[str, Any]]:
+    """The entries of ``output_dir/eval_results.json`` (none if it is missing or unreadable)."""
+    try:
+        entries = json.loads((Path(output_dir) / EVAL_RESULTS).read_text()).get("results", [])
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, AttributeError):
+        return []
+    return [entry for entry in entries if isinstance(entry, dict) and isinstance(entry.get("metrics"), dict)]
 
 
 def read_train_log(path: str | Path) -> list[dict[str, Any]]:
@@ -184,22 +256,22 @@ def write_eval_results(
     metrics: Mapping[str, float],
     *,
     split: str = "test",
+    dataset_id: str | None = None,
     details: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Merge one entry (see the module docstring) into ``output_dir/eval_results.json``; returns the file."""
+    """Merge one entry (see the module docstring) into ``output_dir/eval_results.json``; returns the file.
+
+    ``dataset`` is the name shown (see :func:`dataset_names`), ``dataset_id`` its Hub id if it has one.
+    """
     path = Path(output_dir) / EVAL_RESULTS
-    entries: list[dict[str, Any]] = []
-    if path.exists():
-        try:
-            entries = list(json.loads(path.read_text()).get("results", []))
-        except (json.JSONDecodeError, AttributeError):
-            entries = []  # a hand-edited or truncated file must not block writing new results
+    entries = read_eval_results(output_dir)  # a hand-edited or truncated file must not block writing new results
     key = (evaluation, dataset, split)
     entries = [e for e in entries if (e.get("evaluation"), e.get("dataset"), e.get("split")) != key]
     entries.append(
         {
             "evaluation": evaluation,
             "dataset": dataset,
+            "dataset_id": dataset_id,
             "split": split,
             "metrics": dict(metrics),
             "details": dict(details or {}),
@@ -225,7 +297,13 @@ __all__ = [
     "RunLog",
     "dataset_names",
     "is_disk_full",
+    "finished_run",
+    "is_local_path",
+    "local_name",
     "metric_name",
+    "public_model_name",
+    "public_training_args",
+    "read_eval_results",
     "read_train_log",
     "write_eval_results",
     "write_json",

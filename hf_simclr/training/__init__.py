@@ -3,7 +3,12 @@
 caching (:mod:`.grad_cache`), verified checkpoints (:mod:`.checkpoint`), the process group (:mod:`.distributed`), the
 kNN monitor (:mod:`.monitor`) and the throughput ceiling the loop is measured against (:mod:`.ceiling`)."""
 
-from .arguments import PRESETS, PretrainArguments, parse_args
-from .loop import pretrain, train_step
+from ..lazy_imports import lazy_exports
 
-__all__ = ["PRESETS", "PretrainArguments", "parse_args", "pretrain", "train_step"]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        ".arguments": ["PRESETS", "PretrainArguments", "parse_args"],
+        ".loop": ["pretrain", "train_step"],
+    },
+)

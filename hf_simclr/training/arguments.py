@@ -9,16 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import timm
-import torch
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from ..cli import ArgumentParser
-from ..configuration_simclr import check_backbone_kwargs
 from ..data import DatasetArguments
 from ..errors import UsageError
-from ..hub.records import TRAINING_ARGS
-from .optim import LR_SCALINGS
+from ..hub import records
 
 SQRT_BASE_LR = 0.075  # lr = 0.075 x sqrt(B), the paper's rule for square-root scaling
 MAX_IMAGE_SIZE = 4096  # far above any SimCLR recipe; a larger side is a typo that would fail on a huge allocation
@@ -68,7 +64,7 @@ PRESETS: dict[str, dict] = {
 
 def _preset_help(name: str, text: str) -> str:
     """``text`` and the value each preset gives ``name`` when the flag is not set."""
-    values = ", ".join(f"{preset} {recipe[name]}" for preset, recipe in PRESETS.items())
+    values = ", ".join(f"{preset}={recipe[name]}" for preset, recipe in PRESETS.items())
     return f"{text} (default from --preset: {values})"
 
 
@@ -160,6 +156,10 @@ class PretrainArguments(DatasetArguments):
         return args
 
     def validate(self) -> None:
+        import timm  # here, not at the top: reading the flags (and --help) must not wait for timm and torch
+
+        from .optim import LR_SCALINGS
+
         positive = (
             "image_size",
             "per_device_batch_size",
@@ -206,24 +206,52 @@ class PretrainArguments(DatasetArguments):
             )
 
     def check_output_dir(self, num_processes: int) -> None:
-        """Refuse to mix two runs in one folder, and a contrastive batch of fewer than two images."""
+        """Refuse to mix two runs in one folder, and a contrastive batch of fewer than two images.
+
+        The refusal says what the folder holds and suggests resuming only when there is something to resume.
+        """
+        from .checkpoint import checkpoint_dirs
+
         if self.per_device_batch_size * num_processes < 2:
             raise UsageError("the global batch must hold at least 2 images: raise --per_device_batch_size")
         output_dir = Path(self.output_dir)
         if output_dir.is_file():
             raise UsageError(f"--output_dir {output_dir} is a file; choose a folder")
-        if self.resume_from_checkpoint or self.overwrite_output_dir:
+        if self.overwrite_output_dir:
             return
-        previous = output_dir / TRAINING_ARGS
-        if previous.is_file() or (output_dir / "config.json").is_file():
+        finished = records.finished_run(output_dir)
+        if finished is not None:
+            if self.resume_from_checkpoint:
+                return  # pretrain() says the run is finished and changes nothing
             raise UsageError(
-                f"--output_dir {output_dir} holds another run; pass --resume_from_checkpoint latest to continue it, "
+                f"--output_dir {output_dir} holds a finished run ({finished.get('steps', '?')} steps); pass "
                 "--overwrite_output_dir to replace it, or another --output_dir"
+            )
+        if self.resume_from_checkpoint:
+            return
+        if (output_dir / records.TRAINING_ARGS).is_file():
+            checkpoints = checkpoint_dirs(output_dir / records.CHECKPOINTS)
+            if checkpoints:
+                raise UsageError(
+                    f"--output_dir {output_dir} holds an unfinished run (last checkpoint: {checkpoints[-1].name}); "
+                    "pass --resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or "
+                    "another --output_dir"
+                )
+            raise UsageError(
+                f"--output_dir {output_dir} holds a run that stopped before its first checkpoint (nothing to "
+                "resume); pass --overwrite_output_dir to start it again, or another --output_dir"
+            )
+        if (output_dir / "config.json").is_file():
+            raise UsageError(
+                f"--output_dir {output_dir} holds a saved model; pass --overwrite_output_dir to replace it, or "
+                "another --output_dir"
             )
 
 
 def parse_backbone_kwargs(value: dict | str | None) -> dict[str, Any]:
     """``--backbone_kwargs`` (a JSON object, or a dict from a config file) as a dict of allowed timm arguments."""
+    from ..configuration_simclr import check_backbone_kwargs  # here: --help must not wait for transformers
+
     if value is None or value == "":
         return {}
     if isinstance(value, str):
@@ -243,6 +271,9 @@ def parse_backbone_kwargs(value: dict | str | None) -> dict[str, Any]:
 def check_backbone_builds(backbone: str, backbone_kwargs: dict[str, Any]) -> None:
     """Build the encoder on the meta device (no memory, no weights): wrong arguments fail now, not after loading
     the data."""
+    import timm
+    import torch
+
     try:
         with torch.device("meta"):
             timm.create_model(backbone, pretrained=False, num_classes=0, **backbone_kwargs)

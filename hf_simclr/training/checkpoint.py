@@ -30,15 +30,22 @@ class TrainState:
 
     def __init__(self) -> None:
         self.step = 0
-        self.skipped_images = 0
+        self.skipped_images = 0  # images dropped from a stream, each time one is read
+        self.unreadable: dict[int, str] = {}  # index -> name of each unreadable image of a map-style dataset
         self.random_init: dict[str, float] = {}  # kNN accuracy of the encoder before training
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "skipped_images": self.skipped_images, "random_init": self.random_init}
+        return {
+            "step": self.step,
+            "skipped_images": self.skipped_images,
+            "unreadable": sorted(self.unreadable.items()),
+            "random_init": self.random_init,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
         self.skipped_images = int(state["skipped_images"])
+        self.unreadable = {int(index): str(name) for index, name in state.get("unreadable", [])}
         self.random_init = dict(state.get("random_init", {}))
 
 

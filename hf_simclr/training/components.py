@@ -26,6 +26,7 @@ from ..data import (
 from ..errors import UsageError
 from ..modeling_simclr import SimCLRModel
 from .arguments import PretrainArguments
+from .console import ignore_ctrl_c
 from .optim import build_lars, build_schedule, scaled_learning_rate
 
 
@@ -52,7 +53,7 @@ def num_workers(args: PretrainArguments, num_processes: int) -> int:
 def loader_kwargs(workers: int, device: torch.device, collate: Any = collate_views) -> dict:
     kwargs = {"num_workers": workers, "pin_memory": device.type == "cuda", "collate_fn": collate}
     if workers:
-        kwargs.update(prefetch_factor=4)
+        kwargs.update(prefetch_factor=4, worker_init_fn=ignore_ctrl_c)
     return kwargs
 
 

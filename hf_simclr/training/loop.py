@@ -18,21 +18,22 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from ..augment import SimCLRGPUAugment, get_preset
 from ..data import load_image_dataset
-from ..errors import NonFiniteLossError, UsageError
+from ..errors import NonFiniteLossError, RunInterrupted, UsageError
 from ..hub import records
-from ..hub.card import build_model_card
+from ..hub.card import write_model_card
 from ..hub.export import export_timm_encoder, save_model
 from ..hub.output_lock import OutputDirLock
 from ..modeling_simclr import SimCLRModel
+from . import console
 from .arguments import PretrainArguments
-from .checkpoint import TrainState, choose_checkpoint, save_checkpoint
+from .checkpoint import TrainState, checkpoint_dirs, choose_checkpoint, save_checkpoint
 from .components import TrainingData, build_model, build_optimizer, build_training_data
 from .distributed import is_collective_failure, lost_peer, process_group_kwargs
 from .grad_cache import grad_cache_step
@@ -165,7 +166,11 @@ class Run:
 
 
 def pretrain(args: PretrainArguments) -> dict[str, Any]:
-    """Run SimCLR pretraining as `args` describe; returns the final metrics. Saves the model to `args.output_dir`."""
+    """Run SimCLR pretraining as `args` describe; returns the final metrics. Saves the model to `args.output_dir`.
+
+    Resuming a folder whose run finished changes nothing and returns that run's results. Ctrl-C raises
+    :class:`~hf_simclr.errors.RunInterrupted`, whose message names the last checkpoint and the command that resumes.
+    """
     args = args.resolved()
     log_with = None if args.report_to == "none" else args.report_to
     # every wait for a peer ends after --ddp_timeout, and a restarted worker never meets its predecessors' keys
@@ -173,27 +178,34 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     accelerator = Accelerator(log_with=log_with, project_dir=args.output_dir, kwargs_handlers=[process_group])
     # the output folder is this run's until it ends: writable, and no other run writes there meanwhile
     with OutputDirLock(args.output_dir, hold=accelerator.is_main_process):
+        run = None
         try:
             start_run(args, accelerator)
-            run = build_run(args, accelerator)
-            resume(run)
-            write_run_records(run)
-            accelerator.init_trackers("simclr", config=tracker_config(args))
-            print_summary(run)
-            measure_baseline(run)
-            train(run)
-            return finish(run)
+            finished = records.finished_run(args.output_dir) if args.resume_from_checkpoint else None
+            if finished is not None:
+                if accelerator.is_main_process:
+                    console.say(console.finished_message(args.output_dir, finished))
+                return finished
+            with console.StopRequest() as stop:
+                run = build_run(args, accelerator)
+                stop.check(accelerator)
+                resume(run)
+                write_run_records(run)
+                accelerator.init_trackers("simclr", config=tracker_config(run))
+                print_summary(run)
+                measure_baseline(run)
+                stop.check(accelerator)
+                train(run, stop)
+                return finish(run)
+        except KeyboardInterrupt:
+            step = run.state.step if run is not None else 0
+            checkpoints = checkpoint_dirs(Path(args.output_dir) / records.CHECKPOINTS)
+            message = console.interrupted_message(step, checkpoints, accelerator.num_processes)
+            raise RunInterrupted(message if accelerator.is_main_process else "") from None
         except RuntimeError as error:
             if not is_collective_failure(error):
                 raise
             raise lost_peer(error, args.ddp_timeout, Path(args.output_dir) / records.CHECKPOINTS) from error
-
-
-def tracker_config(args: PretrainArguments) -> dict[str, Any]:
-    """The run's arguments as the scalars experiment trackers take: unset ones left out, others (a dict of
-    ``--backbone_kwargs``) as JSON."""
-    values = {k: v for k, v in asdict(args).items() if v is not None}
-    return {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v) for k, v in values.items()}
 
 
 def start_run(args: PretrainArguments, accelerator: Accelerator) -> None:
@@ -215,7 +227,7 @@ def build_run(args: PretrainArguments, accelerator: Accelerator) -> Run:
     data = build_training_data(args, train_data, accelerator.process_index, world, device)
     monitor = KnnMonitor.create(args, train_data) if accelerator.is_main_process else None
     if isinstance(monitor, str):
-        accelerator.print(f"kNN monitor off: {monitor}")
+        console.say(f"kNN monitor off: {monitor}")  # only the main process has a monitor, or its reason
         monitor = None
     model = build_model(args, world, device)
     optimizer, scheduler, lr = build_optimizer(model, args, data)
@@ -244,31 +256,44 @@ def resume(run: Run) -> None:
     if not run.args.resume_from_checkpoint:
         return
     path = choose_checkpoint(run.accelerator, run.args.resume_from_checkpoint, run.checkpoint_root)
+    is_main = run.accelerator.is_main_process
     if path is None:
-        run.accelerator.print(f"no checkpoint in {run.checkpoint_root} yet: starting afresh at step 0")
+        if is_main:
+            console.say(f"no checkpoint in {run.checkpoint_root} yet: starting afresh at step 0")
         return
     settings = hyperparameters(run.optimizer)
     run.accelerator.load_state(str(path))
     saved_lr = run.scheduler.base_lrs[0]
     apply_hyperparameters(run.scheduler, settings)
-    run.accelerator.print(f"resumed from {path} at step {run.state.step}")
-    if not math.isclose(saved_lr, run.learning_rate):
-        run.accelerator.print(f"learning rate {run.learning_rate:.4g} from here on (the checkpoint's: {saved_lr:.4g})")
+    if is_main:
+        console.say(f"resumed from {path} at step {run.state.step}")
+        if not math.isclose(saved_lr, run.learning_rate):
+            console.say(f"learning rate {run.learning_rate:.4g} from here on (the checkpoint's: {saved_lr:.4g})")
 
 
 def write_run_records(run: Run) -> None:
-    """``training_args.json``; a fresh run also removes the logs, results and checkpoints of the run it replaces, a
-    resumed one the log rows written after its checkpoint."""
+    """``training_args.json``; a fresh run also removes what the run it replaces left: its results (which mark a
+    finished run), evaluations and checkpoints; a resumed one the log rows written after its checkpoint."""
     if not run.accelerator.is_main_process:
         return
     run.output_dir.mkdir(parents=True, exist_ok=True)
     records.write_json(run.output_dir / records.TRAINING_ARGS, asdict(run.args))
     if run.state.step == 0:
         run.log.clear()
-        (run.output_dir / records.RESULTS).unlink(missing_ok=True)
+        for name in (records.RESULTS, records.EVAL_RESULTS):
+            (run.output_dir / name).unlink(missing_ok=True)
         shutil.rmtree(run.checkpoint_root, ignore_errors=True)  # --overwrite_output_dir: the old run's checkpoints
     else:
         run.log.drop_rows_after(run.state.step)  # rows the interrupted run logged after its checkpoint
+
+
+def tracker_config(run: Run) -> dict[str, Any]:
+    """The arguments logged to TensorBoard / W&B: as published, with paths reduced to names (TensorBoard's files
+    are pushed with the model), unset ones left out, others (a dict of ``--backbone_kwargs``) as JSON: the scalars
+    experiment trackers take."""
+    public = records.public_training_args(asdict(run.args), records.dataset_names(run.args.dataset))
+    values = {key: value for key, value in public.items() if value is not None}
+    return {key: v if isinstance(v, (bool, int, float, str)) else json.dumps(v) for key, v in values.items()}
 
 
 def measure_baseline(run: Run) -> None:
@@ -278,20 +303,29 @@ def measure_baseline(run: Run) -> None:
     knn = run.monitor(run.unwrapped_model(), run.augment, run.device)
     run.state.random_init = {f"{k}{records.RANDOM_INIT_SUFFIX}": v for k, v in knn.items()}
     run.log.write(0, 0.0, **run.state.random_init)
-    run.accelerator.print("random init: " + ", ".join(f"{k} {v:.4f}" for k, v in run.state.random_init.items()))
+    console.say("random init: " + knn_line(knn))
+
+
+def knn_line(knn: dict[str, float]) -> str:
+    """``kNN top-1 accuracy (k=20) 71.2 %, ...``"""
+    return ", ".join(f"{records.metric_name(k)} {console.percent(v)}" for k, v in knn.items())
 
 
 def print_summary(run: Run) -> None:
-    args, data = run.args, run.data
-    run.accelerator.print(
-        f"SimCLR {args.backbone} @ {args.image_size}px: {data.total_steps} steps of {data.global_batch} images "
-        f"({run.accelerator.num_processes} process(es)), lr {run.learning_rate:.4g}, "
-        f"{data.workers} data workers per process"
-    )
+    args, data, processes = run.args, run.data, run.accelerator.num_processes
+    if run.accelerator.is_main_process:
+        console.say(
+            f"SimCLR {args.backbone} @ {args.image_size}px: {data.total_steps} steps of {data.global_batch} images "
+            f"({processes} process{'es' * (processes > 1)}), lr {run.learning_rate:.4g}, "
+            f"{data.workers} data worker{'s' * (data.workers != 1)} per process"
+        )
 
 
-def train(run: Run) -> None:
-    """Steps until ``total_steps``, epoch by epoch, with the periodic actions after each step."""
+def train(run: Run, stop: console.StopRequest | None = None) -> None:
+    """Steps until ``total_steps``, epoch by epoch, with the periodic actions after each step; stops between two
+    steps when ``stop`` was requested (Ctrl-C)."""
+    stop = stop or console.StopRequest()
+    stop.in_loop = True
     data, state = run.data, run.state
     progress = tqdm(
         total=data.total_steps, initial=state.step, disable=not run.accelerator.is_main_process, unit="step"
@@ -307,13 +341,16 @@ def train(run: Run) -> None:
             step_before = state.step
             for batch in data.loader:
                 state.skipped_images += int(batch["num_skipped"])
+                state.unreadable.update((int(index), name) for index, name in batch.get("unreadable", ()))
                 loss = train_step(run, batch)
                 state.step += 1
                 progress.update(1)
                 losses.add(loss, state.step)
                 log_progress(run, losses, progress)
                 save_checkpoint_if_due(run, losses)
-                monitor_if_due(run, progress)
+                monitor_if_due(run)
+                if run.accelerator.num_processes == 1 or state.step % run.args.log_every == 0:
+                    stop.check(run.accelerator)  # several processes: where they synchronise anyway
                 if state.step >= data.total_steps:
                     break
             if state.step == step_before:  # a stream with fewer readable images than one batch: never any step
@@ -323,6 +360,7 @@ def train(run: Run) -> None:
                     "data per process"
                 )
     finally:
+        stop.in_loop = False
         progress.close()  # before any error message, which then gets its own line
     losses.check_finite(run.accelerator, run.checkpoint_root)
 
@@ -339,7 +377,7 @@ def log_progress(run: Run, losses: LossTracker, progress: tqdm) -> None:
         "loss": mean_loss,
         "lr": run.scheduler.get_last_lr()[0],
         "views_per_s": views_per_s,
-        "skipped_images": run.state.skipped_images,
+        "skipped_images": run.state.skipped_images + len(run.state.unreadable),
         "peak_memory_mb": peak_memory_mb(run.device),
     }
     run.accelerator.log(run.metrics, step=step)
@@ -358,7 +396,7 @@ def warn_if_collapsed(run: Run, losses: LossTracker, progress: tqdm) -> None:
         return
     run.collapse_step = run.state.step - steps + 1
     if run.accelerator.is_main_process:
-        progress.write(
+        console.say(
             f"warning: representation collapse since step {run.collapse_step}: the loss is ln(2N - 1) = "
             f"{losses.collapsed_loss:.4f}, so every image gets the same embedding and nothing more is learned; the "
             f"usual cause is a too high learning rate (now {run.scheduler.get_last_lr()[0]:.4g}): lower "
@@ -373,7 +411,7 @@ def save_checkpoint_if_due(run: Run, losses: LossTracker) -> None:
         save_checkpoint(run.accelerator, run.checkpoint_root, run.state.step, run.args.checkpoints_total_limit)
 
 
-def monitor_if_due(run: Run, progress: tqdm) -> None:
+def monitor_if_due(run: Run) -> None:
     """Every ``--eval_every`` epochs (main process): the kNN monitor, logged and printed."""
     epochs_done, rest = divmod(run.state.step, run.data.steps_per_epoch)
     if run.monitor is None or not run.args.eval_every or rest or epochs_done % run.args.eval_every:
@@ -381,26 +419,28 @@ def monitor_if_due(run: Run, progress: tqdm) -> None:
     knn = run.monitor(run.unwrapped_model(), run.augment, run.device)
     run.accelerator.log(knn, step=run.state.step)
     run.log.write(run.state.step, run.epoch(), **knn)
-    progress.write(f"epoch {epochs_done}: " + ", ".join(f"{k} {v:.4f}" for k, v in knn.items()))
+    console.say(f"epoch {epochs_done}: {knn_line(knn)}")
 
 
 def finish(run: Run) -> dict[str, Any]:
-    """The last checkpoint, the final kNN accuracy, then (main process) the model, its card and results; export and
-    push if asked. Returns the final metrics."""
+    """The last checkpoint, the final kNN accuracy, then (main process) the model, its card, plots and results; export
+    and push if asked; a summary. Returns the final metrics."""
     args, state, accelerator = run.args, run.state, run.accelerator
     if not args.checkpointing_steps or state.step % args.checkpointing_steps:
         save_checkpoint(accelerator, run.checkpoint_root, state.step, args.checkpoints_total_limit)
-    if state.skipped_images:
-        accelerator.print(f"skipped {state.skipped_images} unreadable images")
+    skipped = skipped_images_message(run)
+    dataset_name, dataset_id = records.dataset_names(args.dataset)
     results = {**run.metrics, "steps": state.step, "global_batch_size": run.data.global_batch}
-    results["num_processes"] = accelerator.num_processes
-    results["learning_rate"] = run.learning_rate
+    results.update(learning_rate=run.learning_rate, num_processes=accelerator.num_processes)
+    results.update(dataset=dataset_name, dataset_id=dataset_id)
     if run.collapse_step is not None:
         results["representation_collapse_step"] = run.collapse_step
     if accelerator.is_main_process:
+        if skipped:
+            console.say(skipped)
         if run.monitor is not None:
             knn = run.monitor(run.unwrapped_model(), run.augment, run.device)
-            results.update(knn, **state.random_init)
+            results.update(knn, **state.random_init, eval_split=run.monitor.split)
             run.log.write(state.step, run.epoch(), **knn, **state.random_init)
         save_run(run, results)
     # The others end without waiting for the main process's saving and upload (after the last checkpoint's
@@ -409,67 +449,57 @@ def finish(run: Run) -> dict[str, Any]:
     return results
 
 
+def skipped_images_message(run: Run) -> str | None:
+    """The unreadable images of all processes: distinct files, the first few named (every process must call it)."""
+    unreadable = dict(gather_object(sorted(run.state.unreadable.items())))
+    dropped = torch.tensor(run.state.skipped_images, device=run.device)
+    return console.skipped_message(unreadable, int(run.accelerator.reduce(dropped, reduction="sum").item()))
+
+
 def save_run(run: Run, results: dict[str, Any]) -> None:
-    """Save the model, its card and results; export and push if asked."""
+    """Save the model, its card, the training curves and (last: they mark the run finished) the results; export and
+    push if asked; print the summary."""
     args, output_dir = run.args, run.output_dir
     # a fresh model holds plain BatchNorm (not SyncBatchNorm) and the default memory format
     trained = run.unwrapped_model()
     model = SimCLRModel(trained.config)
     model.load_state_dict(trained.state_dict())
     model.eval()
+    results["feature_dim"] = model.num_features
     then = "the last checkpoint is complete: go on with --resume_from_checkpoint latest"
     with records.writing(output_dir, "the model", then=then):
         save_model(model, output_dir)
-    records.write_json(output_dir / records.RESULTS, results)
-    dataset_name, dataset_id = records.dataset_names(args.dataset)
-    card = build_model_card(
-        args.hub_model_id or str(output_dir),  # the loading examples then work as printed
-        model.config.to_dict(),
-        training_table(args, results, dataset_name),
-        {k: round(100 * v, 2) for k, v in knn_results(results).items()},
-        dataset_name,
-        dataset_id=dataset_id,
-        eval_split=run.monitor.split if run.monitor is not None else None,
-        feature_dim=model.num_features,
-        timm_repo=f"{args.hub_model_id}-timm" if args.timm_export and args.hub_model_id else None,
-    )
-    card.save(output_dir / records.MODEL_CARD)
+    write_model_card(output_dir, results=results)
+    files = [records.MODEL_CARD]
     if args.timm_export:
         with records.writing(output_dir, "the timm export", partial=output_dir / "timm", then=then):
             export_timm_encoder(model, output_dir / "timm")
+        files.append("timm/")
+    files += plot_training_curves(run)
+    records.write_json(output_dir / records.RESULTS, results)
+    pushed: list[str] = []
     if args.push_to_hub:
-        from ..hub.push import push_folder_to_hub, push_timm_folder_to_hub
+        from ..hub.push import push_folder_to_hub, push_timm_folder_to_hub, pushed_line
 
-        push_folder_to_hub(output_dir, args.hub_model_id, private=args.hub_private)
-        if args.timm_export:
-            push_timm_folder_to_hub(output_dir / "timm", f"{args.hub_model_id}-timm", private=args.hub_private)
+        timm_repo = f"{args.hub_model_id}-timm" if args.timm_export else None
+        common = dict(private=args.hub_private)
+        pushed.append(pushed_line(push_folder_to_hub(output_dir, args.hub_model_id, timm_repo=timm_repo, **common)))
+        if timm_repo:
+            url = push_timm_folder_to_hub(output_dir / "timm", timm_repo, model_repo=args.hub_model_id, **common)
+            pushed.append(pushed_line(url))
+    console.say(console.final_summary(output_dir, results, files, pushed))
 
 
-def knn_results(results: dict[str, Any]) -> dict[str, float]:
-    """The kNN accuracies of the trained encoder among a run's results (not those at random initialisation)."""
-    return {k: v for k, v in results.items() if k.startswith("knn_top1") and not k.endswith(records.RANDOM_INIT_SUFFIX)}
+def plot_training_curves(run: Run) -> list[str]:
+    """``training_curves.png`` (loss and kNN accuracy), or one line saying how to get it; the names written."""
+    from ..evaluation.plots import missing_plot_packages
 
+    if missing_plot_packages(tsne=False):
+        console.say("no training_curves.png: pip install 'hf-simclr[plots]' to draw the loss and kNN curves")
+        return []
+    from ..evaluation.plots import plot_training_curves as plot
 
-def training_table(args: PretrainArguments, results: dict[str, Any], dataset_name: str) -> dict[str, Any]:
-    """The settings the card's "Training details" table shows (empty ones left out)."""
-    baseline = results.get(f"knn_top1_k20{records.RANDOM_INIT_SUFFIX}")
-    training = {
-        "dataset": dataset_name,
-        "preset": args.preset,
-        "epochs": args.epochs if not args.max_steps else None,
-        "steps": results.get("steps"),
-        "global batch size": results.get("global_batch_size"),
-        "image size": args.image_size,
-        "optimizer": "LARS (momentum 0.9, trust coefficient 0.001)",
-        "learning rate": results.get("learning_rate"),
-        "weight decay": args.weight_decay,
-        "temperature": args.temperature,
-        "final NT-Xent loss": round(results["loss"], 4) if "loss" in results else None,
-        "kNN top-1 (k=20) of the same encoder at random initialisation": (
-            f"{100 * baseline:.1f} %" if baseline is not None else None
-        ),
-    }
-    return {k: v for k, v in training.items() if v}
+    return [path.name] if (path := plot(run.log.path, run.output_dir / "training_curves.png")) else []
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -23,14 +23,15 @@ def test_batches_are_disjoint_across_processes_and_resumable():
     assert list(samplers[1]) != batches[1]
 
 
-def test_unreadable_images_are_replaced_and_counted():
+def test_unreadable_images_are_replaced_and_named():
     good = list(load_default_splits()["train"].select(range(6))["image"])
     broken = [{"bytes": b"not an image", "path": None}, {"bytes": good[0]["bytes"][:40], "path": None}]
     views = TwoViewDataset(datasets.Dataset.from_dict({"image": good + broken}), TwoViewTransform(size=16), seed=0)
     loader = torch.utils.data.DataLoader(views, batch_size=8, collate_fn=collate_two_views)
     batch = next(iter(loader))
     assert batch["pixel_values"].shape == batch["pixel_values_2"].shape == (8, 3, 16, 16)  # the batch keeps its size
-    assert int(batch["num_skipped"]) >= 2
+    assert {index for index, _ in batch["unreadable"]} == {6, 7}  # each replaced image, by its index
+    assert {name for _, name in batch["unreadable"]} == {"row 6", "row 7"}  # no file: named by its row
     assert torch.equal(views[3]["pixel_values"], views[3]["pixel_values"])  # same (seed, epoch, index), same views
 
 

@@ -51,9 +51,11 @@ def test_finetune_saves_a_pipeline_ready_model_with_results(tiny_model_dir, smal
     assert entry["metrics"]["finetune_top1"] <= entry["metrics"]["finetune_top5"] <= 1.0
     card = ModelCard.load(out / "README.md")
     assert card.data.pipeline_tag == "image-classification"
-    result = card.data.to_dict()["model-index"][0]["results"][0]
-    assert result["task"]["name"] == "Image classification (fine-tuned end to end, 50% of the labels)"
-    assert [m["name"] for m in result["metrics"]] == ["Top-1 accuracy", "Top-5 accuracy"]
+    # local data: its results in the card's table, not in the model-index (which needs a Hub dataset id)
+    assert card.data.eval_results is None and str(small_data) not in str(card)
+    task = "Image classification (fine-tuned end to end, 50% of the labels)"
+    assert f"| {task} | {small_data.name} | test | Top-1 accuracy |" in card.text
+    assert f"`{tiny_model_dir.name}` fine-tuned end to end on 20 labelled images (50% of the labels)" in card.text
     assert (out / "finetune_log.jsonl").is_file()
 
 
@@ -89,6 +91,8 @@ def test_model_and_output_folder_problems_exit_2(tiny_model_dir, small_data, tmp
     assert "needs a SimCLR checkpoint" in capsys.readouterr().err
     assert _finetune(tiny_model_dir, small_data, tiny_model_dir) == 2
     assert "--output_dir is the --model folder" in capsys.readouterr().err
+    assert _finetune(tmp_path / "simlcr", small_data, tmp_path / "out") == 2  # a mistyped folder, not a Hub id
+    assert f"--model {tmp_path / 'simlcr'}: no such file or folder" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+
 import timm
 import torch
 from helpers import local_reference
@@ -21,3 +23,17 @@ def test_timm_export_loads_in_timm_and_transformers(tiny_model_dir, tmp_path):
         assert torch.equal(timm_model(x), h)
         assert torch.equal(wrapper(pixel_values=x).pooler_output, h)
     assert tuple(timm_model.pretrained_cfg["input_size"]) == (3, 64, 64)
+
+
+def test_every_saved_file_gets_the_same_permissions(tiny_model_dir, tmp_path):
+    from hf_simclr import SimCLRModel
+    from hf_simclr.hub.export import export_timm_encoder, save_model
+
+    probe = tmp_path / "probe"
+    probe.write_text("")  # a file as any other program would create it here (umask applied)
+    expected = stat.S_IMODE(probe.stat().st_mode)
+    model = SimCLRModel.from_pretrained(tiny_model_dir)
+    saved, timm_dir = save_model(model, tmp_path / "model"), export_timm_encoder(model, tmp_path / "model" / "timm")
+    modes = {p.relative_to(saved).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in saved.rglob("*") if p.is_file()}
+    assert {"model.safetensors", "config.json", "timm/model.safetensors"} <= set(modes) and timm_dir.is_dir()
+    assert set(modes.values()) == {expected}, modes

@@ -71,6 +71,8 @@ def pushed(hub_server: LocalHubHTTPServer, tmp_path_factory: pytest.TempPathFact
     env = {**hub_env(hub_server, root / "hf_home"), "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
     result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
+    for repo in (REPO, TIMM_REPO):  # --push_to_hub says where the model went, as scripts/push_to_hub.py does
+        assert f"pushed: {hub_server.url}/{repo} (commit " in result.stdout
 
     namespace: dict = {}
     exec(INPUTS, namespace)

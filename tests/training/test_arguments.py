@@ -101,6 +101,6 @@ def test_a_config_file_with_an_unknown_key_is_one_line_and_exit_code_2(tmp_path,
 
 def test_help_shows_what_each_preset_sets():
     text = " ".join(build_parser().format_help().split())
-    assert "passes over the training data (default from --preset: demo 20, cifar 1000, imagenet 100)" in text
-    assert "NT-Xent temperature (default from --preset: demo 0.2, cifar 0.5, imagenet 0.1)" in text
+    assert "passes over the training data (default from --preset: demo=20, cifar=1000, imagenet=100)" in text
+    assert "NT-Xent temperature (default from --preset: demo=0.2, cifar=0.5, imagenet=0.1)" in text
     assert "(default: None)" not in text and "--seed SEED seed of initialisation" in text

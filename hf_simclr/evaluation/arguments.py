@@ -1,0 +1,132 @@
+"""Arguments of the evaluation scripts, `scripts/linear_eval.py` and `scripts/finetune.py`: the shared dataset flags,
+the model and each evaluation's settings. Checked when read, before torch or any model or data is loaded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..cli import parse_arguments
+from ..data.arguments import DatasetArguments
+from ..errors import UsageError
+
+
+@dataclass(kw_only=True)
+class LinearEvalArguments(DatasetArguments):
+    """Arguments of `scripts/linear_eval.py`: the dataset flags, the model and the evaluation's settings."""
+
+    model: str = field(metadata={"help": "model folder or Hub model id"})
+    batch_size: int = field(default=256, metadata={"help": "images per batch during feature extraction"})
+    num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes for decoding images"})
+    epochs: int = field(default=100, metadata={"help": "epochs of the linear classifier"})
+    val_fraction: float = field(default=0.1, metadata={"help": "train share held out to choose lr and weight decay"})
+    output_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "where results, plots and the card go; default: the model folder if local, else "
+            "./linear_eval/<model id>"
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the validation split, the classifier and the plots"})
+    no_plots: bool = field(default=False, metadata={"help": "skip the t-SNE and training-curve plots"})
+    max_plot_points: int = field(default=2000, metadata={"help": "test images in the t-SNE plot"})
+    random_init: bool = field(
+        default=False,
+        metadata={
+            "help": "evaluate the model's architecture at random initialisation instead of its weights: the "
+            "baseline pretraining must beat"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "epochs", "max_plot_points"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise UsageError(f"--num_workers must be 0 or more, got {self.num_workers}")
+        if not 0 < self.val_fraction < 1:
+            raise UsageError(f"--val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
+        if self.output_dir is None:
+            self.output_dir = default_output_dir(self.model, self.random_init)
+        if Path(self.output_dir).is_file():
+            raise UsageError(f"--output_dir {self.output_dir} is a file; choose a folder")
+
+
+def default_output_dir(model: str, random_init: bool) -> str:
+    """The model folder itself for a local model; else ``linear_eval/<name>`` (also for the random-init baseline,
+    which must not overwrite the model's card)."""
+    if Path(model).is_dir() and not random_init:
+        return model
+    suffix = "-random-init" if random_init else ""
+    name = Path(model.rstrip("/")).name if Path(model).is_dir() else model.replace("/", "--")
+    return str(Path("linear_eval") / f"{name}{suffix}")
+
+
+def parse_linear_eval_args(argv: Sequence[str] | None = None) -> LinearEvalArguments:
+    """`scripts/linear_eval.py`'s arguments from `argv` (default: the command line) or the JSON/YAML file it names."""
+    description = (
+        "kNN (k=20, 200) and linear evaluation of a frozen image encoder (SimCLR or any AutoModel backbone with a "
+        "pooled output)."
+    )
+    return parse_arguments(LinearEvalArguments, argv, description)
+
+
+@dataclass(kw_only=True)
+class FinetuneArguments(DatasetArguments):
+    """Arguments of `scripts/finetune.py`: the dataset flags, the model, the label fraction and the optimisation."""
+
+    model: str = field(metadata={"help": "SimCLR model folder or Hub id (SimCLRModel or SimCLRForImageClassification)"})
+    output_dir: str = field(metadata={"help": "folder for the fine-tuned model, results and card"})
+    label_fraction: float = field(
+        default=1.0, metadata={"help": "share of the training labels used, per class (the paper: 0.01, 0.1, 1.0)"}
+    )
+    freeze_encoder: bool = field(default=False, metadata={"help": "train only the classifier (linear evaluation)"})
+    epochs: int = field(default=10, metadata={"help": "passes over the (sampled) training data"})
+    learning_rate: float | None = field(
+        default=None, metadata={"help": "default: 0.05 x B / 256 (0.1 x B / 256 when frozen)"}
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "weight decay (the paper uses none when fine-tuning)"})
+    per_device_batch_size: int = field(default=64, metadata={"help": "images per process per step"})
+    min_crop_scale: float = field(default=0.08, metadata={"help": "smallest crop area of the random resized crop"})
+    num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes per process"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "replace a model already in --output_dir"})
+    seed: int = field(default=0, metadata={"help": "seed of the label sample, the classifier and the augmentation"})
+
+    def __post_init__(self) -> None:
+        if not 0 < self.label_fraction <= 1:
+            raise UsageError(f"--label_fraction must be in (0, 1], e.g. 0.01, 0.1 or 1.0; got {self.label_fraction}")
+        for name in ("epochs", "per_device_batch_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise UsageError(f"--learning_rate must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0 or self.num_workers < 0:
+            raise UsageError("--weight_decay and --num_workers must be 0 or more")
+        if not 0 < self.min_crop_scale <= 1:
+            raise UsageError(f"--min_crop_scale must be in (0, 1], got {self.min_crop_scale}")
+        output_dir = Path(self.output_dir)
+        if output_dir.is_file():
+            raise UsageError(f"--output_dir {output_dir} is a file; choose a folder")
+        if Path(self.model).is_dir() and output_dir.resolve() == Path(self.model).resolve():
+            raise UsageError("--output_dir is the --model folder; choose a new folder for the fine-tuned model")
+        if (output_dir / "config.json").is_file() and not self.overwrite_output_dir:
+            raise UsageError(f"--output_dir {output_dir} holds a model; pass --overwrite_output_dir or another folder")
+
+
+def parse_finetune_args(argv: Sequence[str] | None = None) -> FinetuneArguments:
+    """`scripts/finetune.py`'s arguments from `argv` (default: the command line) or the JSON/YAML file it names."""
+    description = (
+        "Fine-tune a SimCLR checkpoint for image classification with Accelerate (run with "
+        "`accelerate launch scripts/finetune.py ...` for several GPUs or mixed precision)."
+    )
+    return parse_arguments(FinetuneArguments, argv, description)
+
+
+__all__ = [
+    "FinetuneArguments",
+    "LinearEvalArguments",
+    "default_output_dir",
+    "parse_finetune_args",
+    "parse_linear_eval_args",
+]
