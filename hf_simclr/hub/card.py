@@ -444,10 +444,17 @@ def model_card_for_repo(folder: str | Path, repo_id: str, timm_repo: str | None 
     text = card.text
     if title and title[1].strip() in local_names:  # a title of its own (e.g. a converted checkpoint's) is kept
         text = text[: title.start()] + f"# {name}" + text[title.end() :]
-    for local in {str(folder), str(folder.resolve()), str(folder).rstrip("/")}:
-        text = text.replace(f'"{local}"', f'"{repo_id}"').replace(f"'{local}'", f"'{repo_id}'")
-    card.text = text
+    card.text = re.sub(r"(?P<q>[\"'])(?P<path>[^\"'\n]+)(?P=q)", lambda m: _quoted_repo(m, folder, repo_id), text)
     return str(card)
+
+
+def _quoted_repo(match: re.Match, folder: Path, repo_id: str) -> str:
+    """A quoted path to ``folder`` (however spelled) as the quoted repo id; any other quoted text as it was."""
+    try:
+        same = Path(match["path"]).expanduser().resolve() == folder.resolve()
+    except (OSError, RuntimeError, ValueError):
+        same = False
+    return f"{match['q']}{repo_id}{match['q']}" if same else match[0]
 
 
 def timm_model_card(timm_repo: str, timm_folder: str | Path, model_repo: str | None = None) -> str:

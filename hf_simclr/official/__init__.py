@@ -10,7 +10,10 @@ Command lines: `scripts/convert_official_checkpoint.py`, `scripts/evaluate_image
 """
 
 from ..errors import CheckpointError
-from .convert import ConversionResult, convert_official_checkpoint
-from .tf_checkpoint import TFCheckpoint
+from ..lazy_imports import lazy_exports
 
-__all__ = ["CheckpointError", "ConversionResult", "TFCheckpoint", "convert_official_checkpoint"]
+__getattr__, __dir__, _exports = lazy_exports(
+    __name__,
+    {".convert": ["ConversionResult", "convert_official_checkpoint"], ".tf_checkpoint": ["TFCheckpoint"]},
+)
+__all__ = ["CheckpointError", *_exports]

@@ -59,7 +59,7 @@ def convert(source: str, output_dir: str, args: ConvertArguments) -> Path:
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
-    from ..hub.push import push_folder_to_hub, retry_command
+    from ..hub.push import push_folder_to_hub, pushed_line, retry_command
     from .convert import convert_official_checkpoint
 
     if args.push_to_hub:  # a bad repo id fails before the conversion, not after it
@@ -89,7 +89,7 @@ def convert(source: str, output_dir: str, args: ConvertArguments) -> Path:
         print(f"note: {note}")
     if args.push_to_hub:
         retry = retry_command(result.output_dir, args.push_to_hub, private=args.private)
-        print(push_folder_to_hub(result.output_dir, args.push_to_hub, private=args.private, retry=retry))
+        print(pushed_line(push_folder_to_hub(result.output_dir, args.push_to_hub, private=args.private, retry=retry)))
     return result.output_dir
 
 

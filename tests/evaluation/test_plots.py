@@ -17,3 +17,9 @@ def test_train_log_reader_and_curves(tmp_path):
     assert read_train_log(log) == rows
     assert plot_training_curves(log, tmp_path / "curves.png").stat().st_size > 1000
     assert plot_training_curves([{"step": 1, "lr": 0.1}], tmp_path / "none.png") is None
+
+
+def test_a_split_is_named_without_doubled_parentheses():
+    from hf_simclr.evaluation.plots import split_label
+
+    assert split_label("Fashion-MNIST (embedded subset)", "test") == "Fashion-MNIST (embedded subset), test split"

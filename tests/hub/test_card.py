@@ -209,3 +209,15 @@ def test_the_card_pushed_to_a_repo_names_the_repo(tmp_path):
         "| Image classification (fine-tuned end to end, 10% of the labels) | org/data | test | Top-1 accuracy | 90 |"
         in (pushed.text)
     )
+
+
+def test_a_card_of_its_own_keeps_its_title_and_quotes_the_repo_instead_of_the_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "converted" / "r50"  # e.g. a converted official checkpoint, whatever wrote its card
+    folder.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    snippets = "AutoModel.from_pretrained(\"converted/r50\")\nAutoModel.from_pretrained('./converted/r50/')\n"
+    (folder / "README.md").write_text(f"---\nmodel_name: r50\n---\n\n# SimCLRv2 R50 1x\n\n```python\n{snippets}```\n")
+    pushed = ModelCard(model_card_for_repo(folder, "org/simclr-v2-r50"))
+    assert "\n# SimCLRv2 R50 1x\n" in pushed.text and pushed.data.model_name == "simclr-v2-r50"
+    assert 'from_pretrained("org/simclr-v2-r50")' in pushed.text
+    assert "from_pretrained('org/simclr-v2-r50')" in pushed.text and "converted/r50" not in pushed.text

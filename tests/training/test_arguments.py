@@ -11,6 +11,7 @@ import pytest
 from helpers import PRETRAIN, TINY_PRETRAIN, run_pretrain, subprocess_env
 
 from hf_simclr.cli import run_cli
+from hf_simclr.errors import UsageError
 from hf_simclr.training import pretrain
 from hf_simclr.training.arguments import build_parser, parse_args
 
@@ -104,3 +105,29 @@ def test_help_shows_what_each_preset_sets():
     assert "passes over the training data (default from --preset: demo=20, cifar=1000, imagenet=100)" in text
     assert "NT-Xent temperature (default from --preset: demo=0.2, cifar=0.5, imagenet=0.1)" in text
     assert "(default: None)" not in text and "--seed SEED seed of initialisation" in text
+
+
+@pytest.mark.parametrize(
+    "leftovers, message, resume",
+    [
+        (
+            ["training_args.json", "checkpoints/step_00000004/x"],
+            "holds an unfinished run (last checkpoint: step_",
+            True,
+        ),
+        (["training_args.json"], "holds a run that stopped before its first checkpoint (nothing to resume)", False),
+        (["training_args.json", "results.json"], "holds a finished run", False),
+        (["config.json"], "holds a saved model", False),
+    ],
+)
+def test_an_occupied_output_dir_says_what_it_holds_and_offers_resume_only_when_possible(
+    leftovers, message, resume, tmp_path
+):
+    out = tmp_path / "out"
+    for name in leftovers:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text('{"steps": 4}')
+    args = parse_args([*TINY_PRETRAIN, "--output_dir", str(out)]).resolved()
+    with pytest.raises(UsageError, match="--overwrite_output_dir") as error:
+        args.check_output_dir(num_processes=1)
+    assert message in str(error.value) and ("--resume_from_checkpoint latest" in str(error.value)) == resume

@@ -164,7 +164,18 @@ def test_ctrl_c_says_how_to_go_on_and_the_command_it_prints_works(small_dataset,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["pretrain", "linear_eval", "finetune", "push_to_hub", "show_augmentations"])
+@pytest.mark.parametrize(
+    "script",
+    [
+        "pretrain",
+        "linear_eval",
+        "finetune",
+        "push_to_hub",
+        "show_augmentations",
+        "convert_official_checkpoint",
+        "evaluate_imagenet",
+    ],
+)
 def test_help_answers_without_loading_torch(script):
     command = [sys.executable, "-X", "importtime", str(SCRIPTS / f"{script}.py"), "--help"]
     result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=120)
