@@ -39,7 +39,8 @@ class ShowAugmentationsArguments:
             raise UsageError("--num_images must be at least 1 and --cell at least 8")
         self.preset = self.preset or ("demo" if self.dataset is None else "imagenet")
         folder = Path(self.output).absolute().parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):  # fail before the work, not when saving
+        existing = next(path for path in (folder, *folder.parents) if path.exists())  # the rest is created
+        if not existing.is_dir() or not os.access(existing, os.W_OK):  # fail before the work, not when saving
             raise UsageError(f"--output {self.output}: cannot write to {folder}; choose another --output")
 
 

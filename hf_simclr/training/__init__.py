@@ -1,7 +1,8 @@
 """Pretraining: the arguments and presets (:mod:`.arguments`), the loop with its visible :func:`train_step`
 (:mod:`.loop`), what a run is built from (:mod:`.components`), LARS and the schedule (:mod:`.optim`), gradient
 caching (:mod:`.grad_cache`), verified checkpoints (:mod:`.checkpoint`), the process group (:mod:`.distributed`), the
-kNN monitor (:mod:`.monitor`) and the throughput ceiling the loop is measured against (:mod:`.ceiling`)."""
+kNN monitor (:mod:`.monitor`), what a run tells its user (:mod:`.console`) and the throughput ceiling the loop is
+measured against (:mod:`.ceiling`)."""
 
 from ..lazy_imports import lazy_exports
 

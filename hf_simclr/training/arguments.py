@@ -222,7 +222,7 @@ class PretrainArguments(DatasetArguments):
         finished = records.finished_run(output_dir)
         if finished is not None:
             if self.resume_from_checkpoint:
-                return  # pretrain() says the run is finished and changes nothing
+                return  # `latest`: pretrain() says the run is finished and changes nothing
             raise UsageError(
                 f"--output_dir {output_dir} holds a finished run ({finished.get('steps', '?')} steps); pass "
                 "--overwrite_output_dir to replace it, or another --output_dir"

@@ -168,7 +168,8 @@ class Run:
 def pretrain(args: PretrainArguments) -> dict[str, Any]:
     """Run SimCLR pretraining as `args` describe; returns the final metrics. Saves the model to `args.output_dir`.
 
-    Resuming a folder whose run finished changes nothing and returns that run's results. Ctrl-C raises
+    ``--resume_from_checkpoint latest`` in a folder whose run finished changes nothing and returns that run's
+    results; a checkpoint named by its folder resumes from there and finishes the run again. Ctrl-C raises
     :class:`~hf_simclr.errors.RunInterrupted`, whose message names the last checkpoint and the command that resumes.
     """
     args = args.resolved()
@@ -181,7 +182,8 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
         run = None
         try:
             start_run(args, accelerator)
-            finished = records.finished_run(args.output_dir) if args.resume_from_checkpoint else None
+            # `latest` in a finished run: nothing to resume (a checkpoint named by its folder resumes from there)
+            finished = records.finished_run(args.output_dir) if args.resume_from_checkpoint == "latest" else None
             if finished is not None:
                 if accelerator.is_main_process:
                     console.say(console.finished_message(args.output_dir, finished))
@@ -272,16 +274,17 @@ def resume(run: Run) -> None:
 
 
 def write_run_records(run: Run) -> None:
-    """``training_args.json``; a fresh run also removes what the run it replaces left: its results (which mark a
-    finished run), evaluations and checkpoints; a resumed one the log rows written after its checkpoint."""
+    """``training_args.json``, and no ``results.json`` (which marks a finished run) until the run has finished; a
+    fresh run also removes what the run it replaces left: its log, evaluations and checkpoints; a resumed one the log
+    rows written after its checkpoint."""
     if not run.accelerator.is_main_process:
         return
     run.output_dir.mkdir(parents=True, exist_ok=True)
     records.write_json(run.output_dir / records.TRAINING_ARGS, asdict(run.args))
+    (run.output_dir / records.RESULTS).unlink(missing_ok=True)  # not finished (again) until it has finished
     if run.state.step == 0:
         run.log.clear()
-        for name in (records.RESULTS, records.EVAL_RESULTS):
-            (run.output_dir / name).unlink(missing_ok=True)
+        (run.output_dir / records.EVAL_RESULTS).unlink(missing_ok=True)
         shutil.rmtree(run.checkpoint_root, ignore_errors=True)  # --overwrite_output_dir: the old run's checkpoints
     else:
         run.log.drop_rows_after(run.state.step)  # rows the interrupted run logged after its checkpoint
