@@ -84,7 +84,8 @@ class TwoViewDataset(Dataset):
                 raise
 
         (view_1, view_2, uniforms), _ = read_or_replace(views, index, len(self.dataset), key)
-        return {"pixel_values": view_1, "pixel_values_2": view_2, "augment_uniforms": uniforms, "unreadable": unreadable}
+        views_of_sample = {"pixel_values": view_1, "pixel_values_2": view_2, "augment_uniforms": uniforms}
+        return {**views_of_sample, "unreadable": unreadable}
 
 
 def image_name(value: Any, index: int) -> str:

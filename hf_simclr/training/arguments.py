@@ -237,14 +237,16 @@ class PretrainArguments(DatasetArguments):
                     "pass --resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or "
                     "another --output_dir"
                 )
+            # nothing to resume, but `latest` starts afresh: the one command that serves every (re)start goes on
             raise UsageError(
-                f"--output_dir {output_dir} holds a run that stopped before its first checkpoint (nothing to "
-                "resume); pass --overwrite_output_dir to start it again, or another --output_dir"
+                f"--output_dir {output_dir} holds another run, which stopped before its first checkpoint (nothing to "
+                "resume); pass --resume_from_checkpoint latest or --overwrite_output_dir to start it afresh, or "
+                "another --output_dir"
             )
         if (output_dir / "config.json").is_file():
             raise UsageError(
-                f"--output_dir {output_dir} holds a saved model; pass --overwrite_output_dir to replace it, or "
-                "another --output_dir"
+                f"--output_dir {output_dir} holds another run's saved model; pass --overwrite_output_dir to replace "
+                "it, or another --output_dir"
             )
 
 

@@ -37,7 +37,7 @@ def assert_same_training(run: FinishedRun, reference: FinishedRun) -> None:
 
 def assert_processes(run: FinishedRun, count: int) -> None:
     """``count`` processes took part: the run says so, and each wrote its own random state into the checkpoint."""
-    assert f"({count} process(es))" in run.output
+    assert f"({count} process{'es' * (count > 1)})" in run.output
     assert run.results()["num_processes"] == count
     checkpoint = run.folder / "checkpoints" / "step_00000008"
     assert json.loads((checkpoint / "checkpoint.json").read_text())["num_processes"] == count
