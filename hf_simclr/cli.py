@@ -80,6 +80,15 @@ class ArgumentParser(HfArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(dataclass_types, **kwargs)
 
+    @staticmethod
+    def _parse_dataclass_field(parser: Any, field: Any) -> None:
+        HfArgumentParser._parse_dataclass_field(parser, field)
+        if field.default is None and field.type == bool | None:
+            # `--flag` alone means true, as for plain booleans; `--flag false` turns it off; unset stays None, so
+            # that a preset can decide
+            action = next(a for a in parser._actions if a.dest == field.name)
+            action.nargs, action.const = "?", True
+
     def error(self, message: str) -> None:  # argparse would print its usage block and exit
         raise UsageError(f"{message} (see --help)")
 

@@ -81,8 +81,17 @@ class SimCLRConfig(PreTrainedConfig):
             the bottom and right on even sizes) instead of on every side, as the official checkpoints were trained.
         batch_norm_eps (`float`, *optional*): epsilon of every BatchNorm of the encoder and the head; by default the
             backbone's own (1e-5 for timm ResNets, as the official code).
+        cifar_stem (`bool`, defaults to `False`): the small-image stem of the paper's CIFAR-10 models: the ResNet's
+            7x7 stride-2 stem convolution becomes a 3x3 stride-1 one (a deep 3x3 stem keeps its convolutions, the
+            first at stride 1) and the max-pool is dropped, so a 32 px input ends on a 4x4 feature map instead of
+            1x1. Parameter names are unchanged. Needs a timm ResNet (resnet18, resnet50, ...).
         temperature (`float`, defaults to 0.1): NT-Xent temperature.
-        image_size (`int`, defaults to 224): training resolution; the saved image processor crops to it.
+        image_size (`int`, defaults to 224): training resolution; the saved image processor crops to it unless
+            `eval_image_size` is set.
+        eval_image_size (`int`, *optional*): resolution of the evaluation preprocessing (the saved image
+            processor); by default `image_size`. Random resized crops enlarge the objects of training views, so
+            evaluating above the training resolution shows them at the size the encoder learned (Touvron et al.
+            2019, "Fixing the train-test resolution discrepancy").
         image_mean, image_std (`list[float]`): normalisation applied to pixel values.
         freeze_encoder (`bool`, defaults to `False`): in [`SimCLRForImageClassification`], train only the classifier.
     """
@@ -99,8 +108,10 @@ class SimCLRConfig(PreTrainedConfig):
     width_multiplier: float = 1
     tf_same_stem_pool: bool = False
     batch_norm_eps: float | None = None
+    cifar_stem: bool = False
     temperature: float = 0.1
     image_size: int = 224
+    eval_image_size: int | None = None
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
     freeze_encoder: bool = False
@@ -144,6 +155,12 @@ class SimCLRConfig(PreTrainedConfig):
         ):
             raise ValueError(f"batch_norm_eps must be a number in (0, 1) or None, got {self.batch_norm_eps!r}")
         _check_int("image_size", self.image_size, 8)
+        if self.eval_image_size is not None:
+            _check_int("eval_image_size", self.eval_image_size, 8)
+        if not isinstance(self.cifar_stem, bool):
+            raise ValueError(f"cifar_stem must be true or false, got {self.cifar_stem!r}")
+        if self.cifar_stem and self.tf_same_stem_pool:
+            raise ValueError("cifar_stem drops the stem max-pool that tf_same_stem_pool pads: set one of them to false")
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
             raise ValueError(f"temperature must be a number in (0, 10], got {self.temperature!r}")
         if not 0 < self.temperature <= 10:

@@ -28,19 +28,34 @@ _AUTO_MAP = {
 }
 # from_pretrained arguments that say where config.json comes from (transformers' DownloadKwargs)
 _DOWNLOAD_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
-# Evaluation resizes the short side to image_size / CROP_PCT, then centre-crops image_size (224 -> 256 -> 224).
+# Evaluation resizes the short side to size / crop_pct, then centre-crops size (224 -> 256 -> 224); for models trained
+# at SMALL_IMAGE_SIZE or below it keeps the whole image (crop_pct 1), as the official code does at CIFAR-10's 32 px.
 CROP_PCT = 0.875
+SMALL_IMAGE_SIZE = 32
+
+
+def eval_crop_pct(image_size: int) -> float:
+    """The share of the short side that evaluation keeps: `CROP_PCT`, or 1 (no crop) for a model trained at 32 px or
+    less."""
+    return 1.0 if image_size <= SMALL_IMAGE_SIZE else CROP_PCT
+
+
+def eval_image_size(config: SimCLRConfig) -> int:
+    """The resolution of the evaluation preprocessing: ``config.eval_image_size``, else the training resolution."""
+    return config.eval_image_size or config.image_size
 
 
 def build_image_processor(config: SimCLRConfig) -> BitImageProcessor:
     """The evaluation preprocessing of a SimCLR model: resize, centre crop, normalise (a built-in transformers class,
-    so `AutoImageProcessor` and pipelines load it without custom code)."""
+    so `AutoImageProcessor` and pipelines load it without custom code). The kNN monitor of pretraining,
+    `scripts/linear_eval.py` and `scripts/finetune.py` evaluate through it too."""
+    size = eval_image_size(config)
     return BitImageProcessor(
         do_resize=True,
-        size={"shortest_edge": round(config.image_size / CROP_PCT)},
+        size={"shortest_edge": round(size / eval_crop_pct(config.image_size))},
         resample=3,  # bicubic
         do_center_crop=True,
-        crop_size={"height": config.image_size, "width": config.image_size},
+        crop_size={"height": size, "width": size},
         do_normalize=True,
         image_mean=list(config.image_mean),
         image_std=list(config.image_std),
@@ -160,6 +175,8 @@ class SimCLRPreTrainedModel(PreTrainedModel):
                     f"{config.backbone!r}: set it to false"
                 )
             encoder.maxpool = create_pool2d("max", kernel_size=pool.kernel_size, stride=pool.stride, padding="same")
+        if getattr(config, "cifar_stem", False):  # getattr: configs saved before the field existed
+            use_cifar_stem(encoder)
         return encoder
 
     def _create_projection_head(self, keep_layers: int | None = None) -> SimCLRProjectionHead:
@@ -268,6 +285,35 @@ def _widen_stem(encoder: nn.Module, width: int, backbone: str) -> None:
         nn.init.kaiming_normal_(shortcut.weight, mode="fan_out", nonlinearity="relu")
         first.downsample = nn.Sequential(shortcut, nn.BatchNorm2d(out_channels, eps=encoder.bn1.eps))
     encoder.feature_info[0]["num_chs"] = width
+
+
+def use_cifar_stem(encoder: nn.Module) -> None:
+    """Give a timm ResNet the small-image stem of the paper's CIFAR-10 models (appendix B.9), in place.
+
+    A single 7x7 stride-2 stem convolution becomes a 3x3 stride-1 one; in a deep stem (three 3x3 convolutions) the
+    first one runs at stride 1; the max-pool is dropped. Parameter names stay those of the timm model, so the
+    state dict has the same keys (the single stem convolution's weight becomes 3x3).
+    """
+    stem, pool = getattr(encoder, "conv1", None), getattr(encoder, "maxpool", None)
+    first = stem[0] if isinstance(stem, nn.Sequential) and len(stem) else stem
+    if not isinstance(encoder, ResNet) or not isinstance(first, nn.Conv2d) or not isinstance(pool, nn.MaxPool2d):
+        raise ValueError(
+            f"cifar_stem needs a timm ResNet with a convolution stem and a max-pool (resnet18, resnet50, ...), "
+            f"not {type(encoder).__name__}; set cifar_stem=False or choose such a backbone"
+        )
+    if first.kernel_size == (3, 3):
+        first.stride = (1, 1)
+    else:
+        conv = nn.Conv2d(first.in_channels, first.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # as timm initialises convs
+        conv.to(device=first.weight.device, dtype=first.weight.dtype)
+        if isinstance(stem, nn.Sequential):
+            stem[0] = conv
+        else:
+            encoder.conv1 = conv
+    encoder.maxpool = nn.Identity()
+    for info in getattr(encoder, "feature_info", []):  # what timm's feature extraction reports per stage
+        info["reduction"] = max(1, info["reduction"] // (2 if info.get("module") == "act1" else 4))
 
 
 class SimCLRModel(SimCLRPreTrainedModel):
@@ -403,9 +449,13 @@ SimCLRForImageClassification.register_for_auto_class("AutoModelForImageClassific
 
 __all__ = [
     "CROP_PCT",
+    "SMALL_IMAGE_SIZE",
     "SimCLRForImageClassification",
     "SimCLRModel",
     "SimCLRModelOutput",
     "SimCLRPreTrainedModel",
+    "use_cifar_stem",
     "build_image_processor",
+    "eval_crop_pct",
+    "eval_image_size",
 ]

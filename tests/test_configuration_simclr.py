@@ -18,6 +18,8 @@ from hf_simclr import SimCLRConfig
         ({"image_size": 4}, "image_size"),
         ({"image_std": [0.2, 0.0, 0.2]}, "image_std"),
         ({"backbone_kwargs": {"num_classes": 10}}, "num_classes"),
+        ({"cifar_stem": "yes"}, "cifar_stem"),
+        ({"cifar_stem": True, "tf_same_stem_pool": True}, "cifar_stem"),
     ],
 )
 def test_bad_config_values_name_the_field(overrides, field):

@@ -23,6 +23,8 @@ from transformers import (
 )
 
 from hf_simclr import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
+from hf_simclr.hub.export import save_model
+from hf_simclr.modeling_simclr import build_image_processor
 
 IMAGE_SIZE = 64
 
@@ -258,3 +260,87 @@ def test_bad_folders_fail_clearly_and_never_unpickle(
             load(pickled)
     with pytest.raises(ValueError, match="safetensors"):
         SimCLRModel.from_pretrained(pickled, use_safetensors=False)
+
+
+def test_cifar_stem_is_a_3x3_stride_1_convolution_without_max_pool():
+    imagenet, cifar = (
+        SimCLRModel(SimCLRConfig(backbone="resnet18", image_size=32, cifar_stem=c)) for c in (False, True)
+    )
+    stem = cifar.encoder.conv1
+    assert (stem.kernel_size, stem.stride, stem.padding) == ((3, 3), (1, 1), (1, 1)) and stem.bias is None
+    assert isinstance(cifar.encoder.maxpool, torch.nn.Identity)
+    assert cifar.state_dict().keys() == imagenet.state_dict().keys()
+    assert stem.weight.std().item() == pytest.approx(math.sqrt(2 / (64 * 9)), rel=0.1)  # timm's kaiming fan-out
+    x = torch.randn(2, 3, 32, 32)
+    # 32 px: a 4x4 final feature map instead of 1x1
+    assert cifar(x).last_hidden_state.shape == (2, 512, 4, 4)
+    assert imagenet(x).last_hidden_state.shape == (2, 512, 1, 1)
+    # a deep 3x3 stem keeps its convolutions and runs the first at stride 1
+    deep = SimCLRModel(tiny_config(backbone="test_resnet", image_size=32, cifar_stem=True))
+    assert deep.encoder.conv1[0].stride == (1, 1) and deep(x).last_hidden_state.shape[-2:] == (4, 4)
+    # with a width multiplier the stem keeps its (scaled) width
+    thin = SimCLRModel(tiny_config(image_size=32, cifar_stem=True, width_multiplier=0.25))
+    assert thin.encoder.conv1.weight.shape == (16, 3, 3, 3) and thin(x).last_hidden_state.shape == (2, 128, 4, 4)
+    with pytest.raises(ValueError, match="cifar_stem needs a timm ResNet"):
+        SimCLRModel(tiny_config(backbone="test_efficientnet", cifar_stem=True))
+
+
+@pytest.fixture(scope="module")
+def cifar_stem_model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    model = SimCLRModel(tiny_config(image_size=32, cifar_stem=True))
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32))
+    return save_model(model.eval(), tmp_path_factory.mktemp("simclr-cifar-stem"))
+
+
+def test_cifar_stem_model_round_trips_with_and_without_hf_simclr(cifar_stem_model_dir, tmp_path):
+    folder = cifar_stem_model_dir
+    model = SimCLRModel.from_pretrained(folder).eval()
+    assert model.config.cifar_stem and model.encoder.conv1.kernel_size == (3, 3)
+    image = _test_image()
+    image.save(tmp_path / "image.png")
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        h = model(pixel_values=x).pooler_output
+        h_image = model(**AutoImageProcessor.from_pretrained(folder)(image, return_tensors="pt")).pooler_output
+    classifier = AutoModelForImageClassification.from_pretrained(folder, num_labels=3)
+    assert torch.equal(classifier.encoder.conv1.weight, model.encoder.conv1.weight)
+    out = run_python(
+        f"""
+        import json, torch
+        from transformers import AutoModel, pipeline
+        model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        torch.manual_seed(1)
+        x = torch.randn(2, 3, 32, 32)
+        with torch.no_grad():
+            h = model(pixel_values=x).pooler_output
+        pipe = pipeline("image-feature-extraction", model={str(folder)!r}, trust_remote_code=True)
+        print(json.dumps({{"h": h.tolist(), "h_image": pipe({str(tmp_path / "image.png")!r}, pool=True)}}))
+        """,
+        block_hf_simclr=True,
+        env={"HF_HOME": str(tmp_path / "hf")},
+    )
+    assert torch.equal(torch.tensor(out["h"]), h)
+    assert torch.allclose(torch.tensor(out["h_image"]), h_image, atol=1e-5)
+
+
+def test_evaluation_preprocessing_keeps_small_images_whole_and_may_test_above_the_training_size(tmp_path):
+    def sizes(**config) -> tuple[int, int]:
+        processor = build_image_processor(tiny_config(**config))
+        assert processor.crop_size["height"] == processor.crop_size["width"]
+        return processor.size["shortest_edge"], processor.crop_size["height"]
+
+    assert sizes(image_size=32) == (32, 32)  # at 32 px the whole image, as the official CIFAR-10 evaluation
+    assert sizes(image_size=64) == (73, 64)  # above: resize to size / 0.875, centre crop
+    assert sizes(image_size=32, eval_image_size=48) == (48, 48)  # whole image, at the evaluation resolution
+    assert sizes(image_size=64, eval_image_size=96) == (110, 96)
+    model = SimCLRModel(tiny_config(image_size=32, eval_image_size=48))
+    save_model(model, tmp_path / "model")
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "model")
+    assert processor.size == {"shortest_edge": 48} and processor.crop_size == {"height": 48, "width": 48}
+    assert AutoConfig.from_pretrained(tmp_path / "model").eval_image_size == 48
+    with pytest.raises(ValueError, match="eval_image_size must be an integer >= 8"):
+        tiny_config(eval_image_size=0)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2.functional import resized_crop
 
 try:  # torchvision's image codecs are deprecated in favour of TorchCodec: without them, PIL decodes everything
@@ -98,7 +99,8 @@ def decode_crops(value: Any, size: int, make_boxes: Callable[[int, int], list[Bo
 
 def _crop_tensor(pixels: torch.Tensor, box: Box, size: int) -> torch.Tensor:
     x, y, w, h = box
-    crop = resized_crop(pixels, round(y), round(x), max(1, round(h)), max(1, round(w)), [size, size], antialias=True)
+    top, left, height, width = round(y), round(x), max(1, round(h)), max(1, round(w))
+    crop = resized_crop(pixels, top, left, height, width, [size, size], InterpolationMode.BICUBIC, antialias=True)
     return crop.permute(1, 2, 0).contiguous().permute(2, 0, 1)  # HWC memory: batches stack to channels_last
 
 
@@ -106,7 +108,7 @@ def _crop_image(image: Image.Image, box: Box, scale: tuple[float, float], size: 
     """``box`` (in upright coordinates) of a decoded image that may be smaller by ``scale``, resized to ``size``."""
     (x, y, w, h), (sx, sy) = box, scale
     region = (x * sx, y * sy, (x + w) * sx, (y + h) * sy)
-    return _to_tensor(image.resize((size, size), Image.Resampling.BILINEAR, box=region, reducing_gap=3.0))
+    return _to_tensor(image.resize((size, size), Image.Resampling.BICUBIC, box=region, reducing_gap=3.0))
 
 
 def _decode_jpeg(value: Any) -> torch.Tensor | None:

@@ -82,7 +82,21 @@ class FinetuneArguments(DatasetArguments):
         default=1.0, metadata={"help": "share of the training labels used, per class (the paper: 0.01, 0.1, 1.0)"}
     )
     freeze_encoder: bool = field(default=False, metadata={"help": "train only the classifier (linear evaluation)"})
-    epochs: int = field(default=10, metadata={"help": "passes over the (sampled) training data"})
+    epochs: int | None = field(
+        default=None,
+        metadata={
+            "help": "passes over the (sampled) training data; default as the papers: 60 with --label_fraction 0.01 "
+            "or less, else 30, and 90 with --freeze_encoder"
+        },
+    )
+    classifier_projection_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "projection-head layers kept below the classifier, with their pretrained weights: 0 puts the "
+            "classifier on h, 1 on the first head layer (SimCLRv2's fine-tuning); default: the model's own (0 for a "
+            "SimCLRModel checkpoint)"
+        },
+    )
     learning_rate: float | None = field(
         default=None, metadata={"help": "default: 0.05 x B / 256 (0.1 x B / 256 when frozen)"}
     )
@@ -96,9 +110,15 @@ class FinetuneArguments(DatasetArguments):
     def __post_init__(self) -> None:
         if not 0 < self.label_fraction <= 1:
             raise UsageError(f"--label_fraction must be in (0, 1], e.g. 0.01, 0.1 or 1.0; got {self.label_fraction}")
+        if self.epochs is None:
+            self.epochs = default_finetune_epochs(self.label_fraction, self.freeze_encoder)
         for name in ("epochs", "per_device_batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.classifier_projection_layers is not None and self.classifier_projection_layers < 0:
+            raise UsageError(
+                f"--classifier_projection_layers must be 0 or more, got {self.classifier_projection_layers}"
+            )
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise UsageError(f"--learning_rate must be > 0, got {self.learning_rate}")
         if self.weight_decay < 0 or self.num_workers < 0:
@@ -114,6 +134,14 @@ class FinetuneArguments(DatasetArguments):
             raise UsageError(f"--output_dir {output_dir} holds a model; pass --overwrite_output_dir or another folder")
 
 
+def default_finetune_epochs(label_fraction: float, freeze_encoder: bool) -> int:
+    """The papers' epochs: 90 for linear evaluation; fine-tuning 60 on 1% of the labels and 30 on 10% (SimCLR v1 and
+    v2), and 30 on all of them (SimCLRv2)."""
+    if freeze_encoder:
+        return 90
+    return 60 if label_fraction <= 0.01 else 30
+
+
 def parse_finetune_args(argv: Sequence[str] | None = None) -> FinetuneArguments:
     """`scripts/finetune.py`'s arguments from `argv` (default: the command line) or the JSON/YAML file it names."""
     description = (
@@ -126,6 +154,7 @@ def parse_finetune_args(argv: Sequence[str] | None = None) -> FinetuneArguments:
 __all__ = [
     "FinetuneArguments",
     "LinearEvalArguments",
+    "default_finetune_epochs",
     "default_output_dir",
     "parse_finetune_args",
     "parse_linear_eval_args",

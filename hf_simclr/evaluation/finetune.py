@@ -2,20 +2,24 @@
 
 The protocol of the SimCLR paper (appendix B.5): Nesterov SGD with momentum 0.9, learning rate 0.05 x B / 256 with a
 cosine schedule and no warm-up, no weight decay, random crop with resize and random horizontal flip as the only
-augmentation; ``--label_fraction 0.01`` / ``0.1`` is the semi-supervised setting, drawn class-balanced with a seed.
-With ``--freeze_encoder`` only the classifier trains and the encoder stays in eval mode (linear evaluation with
-augmentation; learning rate 0.1 x B / 256). The saved folder loads with ``pipeline("image-classification")``.
+augmentation; ``--label_fraction 0.01`` / ``0.1`` is the semi-supervised setting, drawn class-balanced with a seed,
+trained for 60 / 30 epochs (SimCLRv2 trains 30 epochs on all the labels too). ``--classifier_projection_layers 1``
+puts the classifier on the first projection-head layer, carried over from the pretrained model (SimCLRv2's
+fine-tuning). With ``--freeze_encoder`` only the classifier trains and the encoder stays in eval mode (linear
+evaluation with augmentation, 90 epochs; learning rate 0.1 x B / 256). Incomplete last batches are dropped (a batch of
+one image would break BatchNorm); on several GPUs BatchNorm is synchronised across them. The saved folder loads with
+``pipeline("image-classification")``.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from timm.layers import convert_sync_batchnorm
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
@@ -58,7 +62,9 @@ class CropFlipDataset(Dataset):
         self.transform = v2.Compose(
             [
                 v2.PILToTensor(),
-                v2.RandomResizedCrop(size, scale=(min_scale, 1.0), antialias=True),
+                v2.RandomResizedCrop(
+                    size, scale=(min_scale, 1.0), interpolation=v2.InterpolationMode.BICUBIC, antialias=True
+                ),
                 v2.RandomHorizontalFlip(),
                 v2.ToDtype(torch.float32, scale=True),
                 v2.Normalize(mean, std),
@@ -89,6 +95,9 @@ def _load_model(args: FinetuneArguments, class_names: list[str]) -> torch.nn.Mod
             "(use scripts/linear_eval.py to evaluate other backbones)"
         )
     id2label = dict(enumerate(class_names))
+    head = {}
+    if args.classifier_projection_layers is not None:
+        head["classifier_projection_layers"] = args.classifier_projection_layers
     try:
         with reaching_the_hub(f"model {args.model}"):
             return AutoModelForImageClassification.from_pretrained(
@@ -97,6 +106,7 @@ def _load_model(args: FinetuneArguments, class_names: list[str]) -> torch.nn.Mod
                 id2label=id2label,
                 label2id={name: i for i, name in id2label.items()},
                 freeze_encoder=args.freeze_encoder,
+                **head,
                 ignore_mismatched_sizes=True,  # a classifier checkpoint with another number of classes
             )
     except OSError as error:  # no weights file, or a truncated one
@@ -106,16 +116,20 @@ def _load_model(args: FinetuneArguments, class_names: list[str]) -> torch.nn.Mod
         ) from error
 
 
-def _loaders(args: FinetuneArguments, train_ds: Any, test_ds: Any, label_column: str, config: Any) -> tuple:
-    """Training batches (random crop + flip) and test batches (the model's evaluation preprocessing)."""
+def _loaders(
+    args: FinetuneArguments, train_ds: Any, test_ds: Any, label_column: str, config: Any, batch_size: int
+) -> tuple:
+    """Training batches (random crop + flip; full batches only) and test batches (the model's evaluation
+    preprocessing)."""
     columns = [args.image_column, label_column]
     normalise = (config.image_mean, config.image_std)
     rows = train_ds.select_columns(columns)
     crop_flip = CropFlipDataset(rows, config.image_size, args.min_crop_scale, *normalise, *columns, seed=args.seed)
     train_loader = DataLoader(
         crop_flip,
-        batch_size=args.per_device_batch_size,
+        batch_size=batch_size,
         shuffle=True,
+        drop_last=True,  # a last batch of one image would make BatchNorm fail
         num_workers=args.num_workers,
         generator=torch.Generator().manual_seed(args.seed),
     )
@@ -157,12 +171,14 @@ def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, fl
     kept, _ = class_balanced_split(torch.tensor(train_ds[label_column]), args.label_fraction, args.seed)
     train_ds = train_ds.select(kept.tolist())
     model = _load_model(args, class_names)
-    train_loader, test_loader = _loaders(args, train_ds, test_ds, label_column, model.config)
-    global_batch = args.per_device_batch_size * accelerator.num_processes
+    batch_size = _batch_size(args, len(train_ds), accelerator)
+    train_loader, test_loader = _loaders(args, train_ds, test_ds, label_column, model.config, batch_size)
+    model = with_sync_batch_norm(model, accelerator.num_processes, accelerator.device)
+    global_batch = batch_size * accelerator.num_processes
     lr = args.learning_rate or scaled_learning_rate(0.1 if args.freeze_encoder else 0.05, global_batch, "linear")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
-    total_steps = args.epochs * math.ceil(len(train_ds) / global_batch)
+    total_steps = args.epochs * (len(train_ds) // global_batch)
     # not prepared: Accelerate's wrapper would step it once per process per optimizer step
     scheduler = build_schedule(optimizer, 0, total_steps)
     model, optimizer, train_loader, test_loader = accelerator.prepare(model, optimizer, train_loader, test_loader)
@@ -186,6 +202,7 @@ def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, fl
             "num_train": len(train_ds),
             "freeze_encoder": args.freeze_encoder,
             "epochs": args.epochs,
+            "classifier_projection_layers": accelerator.unwrap_model(model).config.classifier_projection_layers,
             "learning_rate": lr,
             "global_batch_size": global_batch,
             "weight_decay": args.weight_decay,
@@ -195,6 +212,28 @@ def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, fl
         accelerator.print(f"model, results and card in {output_dir}")
     accelerator.end_training()
     return metrics
+
+
+def _batch_size(args: FinetuneArguments, num_train: int, accelerator: Accelerator) -> int:
+    """``--per_device_batch_size``, or less where the (sampled) training set holds fewer images than one global batch:
+    incomplete batches are dropped, so there must be a full one."""
+    per_device = min(args.per_device_batch_size, num_train // accelerator.num_processes)
+    if per_device < 1:
+        raise UsageError(
+            f"{num_train} training images cannot fill one batch on each of {accelerator.num_processes} processes: "
+            "raise --label_fraction or use fewer processes"
+        )
+    if per_device < args.per_device_batch_size:
+        accelerator.print(f"{num_train} training images: batches of {per_device} per process")
+    return per_device
+
+
+def with_sync_batch_norm(model: torch.nn.Module, num_processes: int, device: torch.device) -> torch.nn.Module:
+    """The model with BatchNorm synchronised across processes on several GPUs (global BN, as in pretraining and the
+    official fine-tuning); unchanged on one process or on CPUs, where SyncBatchNorm does not run."""
+    if num_processes > 1 and device.type != "cpu":
+        return convert_sync_batchnorm(model)
+    return model
 
 
 def _train(
@@ -246,4 +285,4 @@ def _write_results(
         plot_training_curves(log.path, output_dir / "finetune_curves.png", loss_title="Cross-entropy loss")
 
 
-__all__ = ["CropFlipDataset", "FinetuneArguments", "finetune", "parse_args"]
+__all__ = ["CropFlipDataset", "FinetuneArguments", "finetune", "parse_args", "with_sync_batch_norm"]

@@ -304,6 +304,14 @@ def training_table(args: Mapping[str, Any], results: Mapping[str, Any], dataset_
     """The settings the card's "Training details" table shows (empty ones left out), from ``training_args.json``
     and ``results.json``."""
     baseline = results.get(f"knn_top1_k20{records.RANDOM_INIT_SUFFIX}")
+    bank, num_train = results.get("knn_bank_images"), results.get("train_images")
+    if bank is not None:
+        capped = num_train is not None and bank < num_train
+        bank = (
+            f"{bank:,} of the {num_train:,} training images (a random sample)"
+            if capped
+            else f"all {bank:,} training images"
+        )
     training = {
         "dataset": dataset_name,
         "preset": args.get("preset"),
@@ -311,10 +319,12 @@ def training_table(args: Mapping[str, Any], results: Mapping[str, Any], dataset_
         "steps": results.get("steps"),
         "global batch size": results.get("global_batch_size"),
         "image size": args.get("image_size"),
+        "evaluation image size": args.get("eval_image_size"),
         "optimizer": "LARS (momentum 0.9, trust coefficient 0.001)",
         "learning rate": results.get("learning_rate"),
         "weight decay": args.get("weight_decay"),
         "temperature": args.get("temperature"),
+        "kNN memory bank": bank,
         "final NT-Xent loss": round(results["loss"], 4) if "loss" in results else None,
         "kNN top-1 (k=20) of the same encoder at random initialisation": (
             f"{percent(baseline):g} %" if baseline is not None else None

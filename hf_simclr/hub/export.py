@@ -12,7 +12,8 @@ from pathlib import Path
 from timm.models import save_for_hf
 from transformers.utils import logging as hf_logging
 
-from ..modeling_simclr import CROP_PCT, SimCLRPreTrainedModel, build_image_processor
+from ..errors import UsageError
+from ..modeling_simclr import CROP_PCT, SimCLRPreTrainedModel, build_image_processor, eval_crop_pct, eval_image_size
 
 # Keys of a timm pretrained_cfg that describe the source checkpoint of the architecture, not these weights.
 _SOURCE_KEYS = (
@@ -70,11 +71,18 @@ def export_timm_encoder(model: SimCLRPreTrainedModel, output_dir: str | Path) ->
     `pretrained_cfg_overlay=dict(file=".../model.safetensors")` locally) and with transformers'
     `AutoModel` as a `TimmWrapperModel`; both give the SimCLR representation h.
     """
-    output_dir = Path(output_dir)
     config = model.config
+    if getattr(config, "cifar_stem", False):
+        raise UsageError(
+            "a timm export cannot hold a cifar_stem encoder: timm rebuilds its ResNets with the 7x7 stride-2 stem "
+            "and would load these weights into the wrong architecture; share the model folder itself (AutoModel "
+            "loads it) or train without --cifar_stem"
+        )
+    output_dir = Path(output_dir)
     data_config = {
         "input_size": (3, config.image_size, config.image_size),
-        "crop_pct": CROP_PCT,
+        "test_input_size": (3, eval_image_size(config), eval_image_size(config)),
+        "crop_pct": eval_crop_pct(config.image_size),
         "interpolation": "bicubic",
         "mean": tuple(config.image_mean),
         "std": tuple(config.image_std),

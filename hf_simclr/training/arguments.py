@@ -27,6 +27,7 @@ PRESETS: dict[str, dict] = {
     "demo": dict(
         backbone="resnet18",
         image_size=32,
+        eval_image_size=48,  # test above the training resolution: see the README's ablation
         per_device_batch_size=256,
         epochs=20,
         learning_rate=0.3,
@@ -34,11 +35,13 @@ PRESETS: dict[str, dict] = {
         warmup_epochs=2,
         temperature=0.2,
         augment="demo",
+        cifar_stem=False,
     ),
     # The paper's CIFAR-10 recipe (appendix B.9): colour strength 0.5, no blur, temperature 0.5.
     "cifar": dict(
         backbone="resnet50",
         image_size=32,
+        eval_image_size=None,
         per_device_batch_size=512,
         epochs=1000,
         learning_rate=1.0,
@@ -46,11 +49,13 @@ PRESETS: dict[str, dict] = {
         warmup_epochs=10,
         temperature=0.5,
         augment="cifar",
+        cifar_stem=True,
     ),
     # The paper's ImageNet recipe: LARS 0.3 x B/256, 10 warm-up epochs, temperature 0.1, blur on.
     "imagenet": dict(
         backbone="resnet50",
         image_size=224,
+        eval_image_size=None,
         per_device_batch_size=256,
         epochs=100,
         learning_rate=0.3,
@@ -58,6 +63,7 @@ PRESETS: dict[str, dict] = {
         warmup_epochs=10,
         temperature=0.1,
         augment="imagenet",
+        cifar_stem=False,
     ),
 }
 
@@ -91,10 +97,31 @@ class PretrainArguments(DatasetArguments):
         },
     )
     image_size: int | None = _from_preset("image_size", "training resolution in pixels")
+    eval_image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "resolution of evaluation (the kNN monitor and the saved image processor); default: --image_size, "
+            "or the preset's when --image_size is not given (demo 48)"
+        },
+    )
     augment: str | None = _from_preset("augment", "augmentation recipe: imagenet, cifar or demo")
+    cifar_stem: bool | None = _from_preset(
+        "cifar_stem", "ResNet stem for small images: a 3x3 stride-1 convolution and no max-pool"
+    )
+    min_crop_scale: float | None = field(
+        default=None, metadata={"help": "smallest area fraction of a random crop (default: the augmentation recipe's)"}
+    )
+    jitter_strength: float | None = field(
+        default=None, metadata={"help": "colour distortion strength s (default: the augmentation recipe's)"}
+    )
     projection_dim: int = field(default=128, metadata={"help": "size of the projection z"})
-    projection_hidden_dim: int = field(default=2048, metadata={"help": "hidden width of the projection head"})
+    projection_hidden_dim: int | None = field(
+        default=None, metadata={"help": "hidden width of the projection head (default: the encoder's width)"}
+    )
     projection_layers: int = field(default=2, metadata={"help": "2 = SimCLR, 3 = SimCLRv2"})
+    projection_batch_norm: bool = field(
+        default=False, metadata={"help": "BatchNorm in the projection head, as the official code (v1 and v2)"}
+    )
     temperature: float | None = _from_preset("temperature", "NT-Xent temperature")
     per_device_batch_size: int | None = _from_preset("per_device_batch_size", "images per process per step")
     epochs: int | None = _from_preset("epochs", "passes over the training data")
@@ -145,10 +172,12 @@ class PretrainArguments(DatasetArguments):
         if self.preset not in PRESETS:
             raise UsageError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         values = dataclasses.asdict(self)
+        if values["eval_image_size"] is None and values["image_size"] is None:
+            values["eval_image_size"] = PRESETS[self.preset]["eval_image_size"]  # it belongs to the preset's size
         if values["learning_rate"] is None and values["lr_scaling"] == "sqrt":
             values["learning_rate"] = SQRT_BASE_LR  # the paper's base for square-root scaling
         for key, value in PRESETS[self.preset].items():
-            if values[key] is None:
+            if values[key] is None and key != "eval_image_size":
                 values[key] = value
         values["backbone_kwargs"] = parse_backbone_kwargs(values["backbone_kwargs"])
         args = PretrainArguments(**values)
@@ -162,6 +191,7 @@ class PretrainArguments(DatasetArguments):
 
         positive = (
             "image_size",
+            "eval_image_size",
             "per_device_batch_size",
             "epochs",
             "max_steps",
@@ -175,8 +205,9 @@ class PretrainArguments(DatasetArguments):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"--{name} must be >= 1, got {value}")
-        if self.image_size is not None and self.image_size > MAX_IMAGE_SIZE:
-            raise UsageError(f"--image_size must be <= {MAX_IMAGE_SIZE} pixels, got {self.image_size}")
+        for name in ("image_size", "eval_image_size"):
+            if (value := getattr(self, name)) is not None and value > MAX_IMAGE_SIZE:
+                raise UsageError(f"--{name} must be <= {MAX_IMAGE_SIZE} pixels, got {value}")
         if self.backbone is not None and not timm.is_model(self.backbone):
             raise UsageError(f"--backbone {self.backbone!r} is not a timm model name; see timm.list_models()")
         if self.backbone is not None and self.backbone_kwargs:
@@ -199,6 +230,11 @@ class PretrainArguments(DatasetArguments):
                 validate_repo_id(self.hub_model_id)
             except HFValidationError as error:
                 raise UsageError(f"--hub_model_id {self.hub_model_id!r} is not a repo id: use org/name") from error
+        if self.timm_export and self.cifar_stem:
+            raise UsageError(
+                "--timm_export cannot export a --cifar_stem encoder (timm rebuilds ResNets with the 7x7 stride-2 "
+                "stem): drop --timm_export, or pass --cifar_stem false"
+            )
         if self.grad_cache_chunk and self.per_device_batch_size and self.per_device_batch_size % self.grad_cache_chunk:
             raise UsageError(
                 f"--per_device_batch_size ({self.per_device_batch_size}) must be a multiple of --grad_cache_chunk "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader
 
-from ..augment import TwoViewTransform
+from ..augment import AugmentPreset, TwoViewTransform, get_preset
 from ..configuration_simclr import SimCLRConfig
 from ..data import (
     EpochBatchSampler,
@@ -57,13 +58,27 @@ def loader_kwargs(workers: int, device: torch.device, collate: Any = collate_vie
     return kwargs
 
 
+def augment_recipe(args: PretrainArguments) -> AugmentPreset:
+    """The ``--augment`` recipe with ``--min_crop_scale`` and ``--jitter_strength`` applied."""
+    recipe = get_preset(args.augment)
+    if args.min_crop_scale is not None:
+        recipe = dataclasses.replace(recipe, crop_scale=(args.min_crop_scale, 1.0))
+    if args.jitter_strength is not None:
+        recipe = dataclasses.replace(recipe, jitter_strength=args.jitter_strength)
+    return recipe
+
+
 def build_training_data(
     args: PretrainArguments, train_data: Any, rank: int, world: int, device: torch.device
 ) -> TrainingData:
     """The DataLoader of two-view batches for process ``rank`` of ``world``: a seeded per-epoch order over a
     map-style dataset (resumable mid-epoch), or this process's shards of a stream."""
     crop = TwoViewTransform.from_preset(
-        args.augment, size=args.image_size, image_column=args.image_column, label_column=None, seed=args.seed + rank
+        augment_recipe(args),
+        size=args.image_size,
+        image_column=args.image_column,
+        label_column=None,
+        seed=args.seed + rank,
     )
     workers = num_workers(args, world)
     global_batch = args.per_device_batch_size * world
@@ -113,10 +128,13 @@ def build_model(args: PretrainArguments, num_processes: int, device: torch.devic
         backbone=args.backbone,
         backbone_kwargs=args.backbone_kwargs,
         image_size=args.image_size,
+        eval_image_size=args.eval_image_size,
         temperature=args.temperature,
         projection_dim=args.projection_dim,
         projection_hidden_dim=args.projection_hidden_dim,
         projection_layers=args.projection_layers,
+        projection_batch_norm=args.projection_batch_norm,
+        cifar_stem=bool(args.cifar_stem),
     )
     model = SimCLRModel(config)
     # map-style data replaces unreadable images, so every process has a full batch; a stream drops them instead
@@ -137,4 +155,12 @@ def build_optimizer(
     return optimizer, build_schedule(optimizer, warmup_steps, data.total_steps), lr
 
 
-__all__ = ["TrainingData", "build_model", "build_optimizer", "build_training_data", "loader_kwargs", "num_workers"]
+__all__ = [
+    "TrainingData",
+    "augment_recipe",
+    "build_model",
+    "build_optimizer",
+    "build_training_data",
+    "loader_kwargs",
+    "num_workers",
+]

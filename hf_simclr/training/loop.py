@@ -23,7 +23,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
-from ..augment import SimCLRGPUAugment, get_preset
+from ..augment import SimCLRGPUAugment
 from ..data import load_image_dataset
 from ..errors import NonFiniteLossError, RunInterrupted, UsageError
 from ..hub import records
@@ -34,7 +34,7 @@ from ..modeling_simclr import SimCLRModel
 from . import console
 from .arguments import PretrainArguments
 from .checkpoint import TrainState, checkpoint_dirs, choose_checkpoint, save_checkpoint
-from .components import TrainingData, build_model, build_optimizer, build_training_data
+from .components import TrainingData, augment_recipe, build_model, build_optimizer, build_training_data
 from .distributed import is_collective_failure, lost_peer, process_group_kwargs
 from .grad_cache import grad_cache_step
 from .monitor import KnnMonitor
@@ -49,7 +49,9 @@ def train_step(run: Run, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     uniforms = batch["augment_uniforms"]
     with torch.no_grad():
         view_1, view_2 = run.augment(x1, uniforms[:, 0]), run.augment(x2, uniforms[:, 1])
-    loss = forward_backward(run.model, view_1, view_2, run.accelerator, run.args.grad_cache_chunk)
+    # the grad-cache chunks' permutation depends only on (seed, step, process): resumable
+    generator = torch.Generator().manual_seed(run.args.seed * 1_000_003 + run.state.step * 1009 + run.rank)
+    loss = forward_backward(run.model, view_1, view_2, run.accelerator, run.args.grad_cache_chunk, generator)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
@@ -62,10 +64,12 @@ def forward_backward(
     view_2: torch.Tensor,
     accelerator: Accelerator,
     grad_cache_chunk: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """NT-Xent of the two views and its gradients, in one pass or, with ``grad_cache_chunk``, chunk by chunk."""
+    """NT-Xent of the two views and its gradients, in one pass or, with ``grad_cache_chunk``, chunk by chunk (chunks
+    of views drawn by ``generator``)."""
     if grad_cache_chunk:
-        return grad_cache_step(model, view_1, view_2, grad_cache_chunk, accelerator)
+        return grad_cache_step(model, view_1, view_2, grad_cache_chunk, accelerator, generator)
     loss = model(pixel_values=view_1, pixel_values_2=view_2).loss
     accelerator.backward(loss)
     return loss
@@ -136,6 +140,7 @@ class Run:
     state: TrainState = field(default_factory=TrainState)
     metrics: dict[str, float] = field(default_factory=dict)  # the last log row's
     collapse_step: int | None = None  # the first step of a representation collapse
+    last_knn: tuple[int, dict[str, float]] | None = None  # the step of the monitor's last run and its accuracies
 
     @property
     def device(self) -> torch.device:
@@ -177,6 +182,13 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     # every wait for a peer ends after --ddp_timeout, and a restarted worker never meets its predecessors' keys
     process_group = process_group_kwargs(args.ddp_timeout)
     accelerator = Accelerator(log_with=log_with, project_dir=args.output_dir, kwargs_handlers=[process_group])
+    if accelerator.gradient_accumulation_steps > 1:
+        # SimCLR's negatives are the other images of the batch: accumulating gradients adds none
+        raise UsageError(
+            f"gradient accumulation ({accelerator.gradient_accumulation_steps} steps, from the accelerate config) "
+            "adds no negatives to SimCLR's loss: set gradient_accumulation_steps to 1 and fit large batches with "
+            "--grad_cache_chunk"
+        )
     # the output folder is this run's until it ends: writable, and no other run writes there meanwhile
     with OutputDirLock(args.output_dir, hold=accelerator.is_main_process):
         run = None
@@ -239,7 +251,7 @@ def build_run(args: PretrainArguments, accelerator: Accelerator) -> Run:
         # after DDP wrapping, so the compiler can overlap gradient all-reduces with the backward pass
         model = torch.compile(model)
     augment = SimCLRGPUAugment(
-        get_preset(args.augment), mean=config.image_mean, std=config.image_std, compile_ops=args.compile
+        augment_recipe(args), mean=config.image_mean, std=config.image_std, compile_ops=args.compile
     ).to(device)
     run = Run(args, accelerator, data, model, optimizer, scheduler, augment, lr, monitor)
     # The scheduler is stepped by hand once per optimizer step (Accelerate's wrapper would step it per process).
@@ -303,7 +315,7 @@ def measure_baseline(run: Run) -> None:
     """kNN accuracy of the encoder at random initialisation: the baseline the pretrained features must beat."""
     if run.monitor is None or run.state.step != 0:
         return
-    knn = run.monitor(run.unwrapped_model(), run.augment, run.device)
+    knn = run.monitor(run.unwrapped_model(), run.device)
     run.state.random_init = {f"{k}{records.RANDOM_INIT_SUFFIX}": v for k, v in knn.items()}
     run.log.write(0, 0.0, **run.state.random_init)
     console.say("random init: " + knn_line(knn))
@@ -419,7 +431,8 @@ def monitor_if_due(run: Run) -> None:
     epochs_done, rest = divmod(run.state.step, run.data.steps_per_epoch)
     if run.monitor is None or not run.args.eval_every or rest or epochs_done % run.args.eval_every:
         return
-    knn = run.monitor(run.unwrapped_model(), run.augment, run.device)
+    knn = run.monitor(run.unwrapped_model(), run.device)
+    run.last_knn = (run.state.step, knn)
     run.accelerator.log(knn, step=run.state.step)
     run.log.write(run.state.step, run.epoch(), **knn)
     console.say(f"epoch {epochs_done}: {knn_line(knn)}")
@@ -442,8 +455,13 @@ def finish(run: Run) -> dict[str, Any]:
         if skipped:
             console.say(skipped)
         if run.monitor is not None:
-            knn = run.monitor(run.unwrapped_model(), run.augment, run.device)
+            if run.last_knn is not None and run.last_knn[0] == state.step:
+                knn = run.last_knn[1]  # the monitor just ran on these weights
+            else:
+                knn = run.monitor(run.unwrapped_model(), run.device)
             results.update(knn, **state.random_init, eval_split=run.monitor.split)
+            # the card says when the memory bank is only a sample of the training images
+            results.update(knn_bank_images=len(run.monitor.bank), train_images=run.monitor.num_train)
             run.log.write(state.step, run.epoch(), **knn, **state.random_init)
         save_run(run, results)
     # The others end without waiting for the main process's saving and upload (after the last checkpoint's

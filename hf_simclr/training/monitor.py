@@ -1,7 +1,9 @@
 """The kNN monitor of pretraining: weighted kNN accuracy of the encoder's features on labelled held-out images.
 
-Labels are never used for training: a shuffled sample of the (labelled) training images is the memory bank, and the
-held-out split (``--eval_split``, else ``validation`` or ``test``) is classified against it.
+Labels are never used for training: a shuffled sample of the (labelled) training images (at most
+``MAX_BANK_IMAGES``) is the memory bank, and the held-out split (``--eval_split``, else ``validation`` or ``test``) is
+classified against it. Images are preprocessed by the model's image processor, as in ``scripts/linear_eval.py``: on
+the same encoder and data both report the same accuracy.
 """
 
 from __future__ import annotations
@@ -9,16 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
-from ..augment import EvalTransform, SimCLRGPUAugment
 from ..data import class_names_of, encode_labels, find_held_out_split, find_label_column
 from ..errors import UsageError
 from ..evaluation.features import extract_features
 from ..evaluation.knn import knn_accuracy
-from ..modeling_simclr import SimCLRModel
+from ..modeling_simclr import SimCLRModel, build_image_processor
 from .arguments import PretrainArguments
-from .components import loader_kwargs, num_workers
+from .components import num_workers
 
 MAX_BANK_IMAGES = 50_000
 
@@ -26,8 +26,14 @@ MAX_BANK_IMAGES = 50_000
 class KnnMonitor:
     """Call with a model to get ``{"knn_top1_k20": ..., "knn_top1_k200": ...}`` (fractions) on the held-out split."""
 
-    def __init__(self, bank: Any, held_out: Any, split: str, args: PretrainArguments) -> None:
+    def __init__(self, bank: Any, held_out: Any, split: str, args: PretrainArguments, num_train: int) -> None:
         self.bank, self.held_out, self.split, self.args = bank, held_out, split, args
+        self.num_train = num_train  # images in the training split, of which the bank holds at most MAX_BANK_IMAGES
+
+    @property
+    def bank_capped(self) -> bool:
+        """Whether the memory bank holds only a sample of the training images."""
+        return len(self.bank) < self.num_train
 
     @classmethod
     def create(cls, args: PretrainArguments, train_data: Any) -> KnnMonitor | str:
@@ -63,22 +69,22 @@ class KnnMonitor:
         bank, _ = encode_labels(bank, column, names)
         if column != "label":
             bank, held_out = bank.rename_column(column, "label"), held_out.rename_column(column, "label")
-        return cls(bank, held_out, split, args)
+        return cls(bank, held_out, split, args, num_train=len(train_data))
 
-    def __call__(self, model: SimCLRModel, augment: SimCLRGPUAugment, device: torch.device) -> dict[str, float]:
-        bank_features, bank_labels = self._features(self.bank, model, augment, device)
-        test_features, test_labels = self._features(self.held_out, model, augment, device)
+    def __call__(self, model: SimCLRModel, device: torch.device) -> dict[str, float]:
+        bank_features, bank_labels = self._features(self.bank, model, device)
+        test_features, test_labels = self._features(self.held_out, model, device)
         return knn_accuracy(bank_features, bank_labels, test_features, test_labels, device=device)
 
-    def _features(
-        self, data: Any, model: SimCLRModel, augment: SimCLRGPUAugment, device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        args = self.args
-        transformed = data.with_transform(EvalTransform(size=args.image_size, image_column=args.image_column))
-        loader = DataLoader(transformed, batch_size=256, **loader_kwargs(num_workers(args, 1), device))
-        autocast = torch.bfloat16 if device.type == "cuda" else None
+    def _features(self, data: Any, model: SimCLRModel, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return extract_features(
-            model, loader, device=device, preprocess=augment.normalize, autocast_dtype=autocast, progress=False
+            model,
+            data,
+            image_processor=build_image_processor(model.config),
+            image_column=self.args.image_column,
+            num_workers=num_workers(self.args, 1),
+            device=device,
+            progress=False,
         )
 
 

@@ -46,3 +46,25 @@ def test_reduced_size_jpeg_decoding(monkeypatch):
     requests.clear()
     decode_crops({"bytes": data}, 64, lambda w, h: [(0, 0, 100, 100)])  # a small crop needs full resolution
     assert not requests or requests[-1][0] >= 800
+
+
+def test_crops_are_resized_bicubically_on_both_decode_paths():
+    # an 8 px checkerboard at 40 px: bicubic and bilinear resizing to 32 px differ at every edge
+    board = ((np.indices((40, 40)) // 8).sum(0) % 2 * 255).astype(np.uint8)
+    image = Image.fromarray(np.stack([board] * 3, axis=-1))
+    box = [(0.0, 0.0, 40.0, 40.0)]
+
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    through_pil = decode_crops({"bytes": png.getvalue()}, 32, lambda w, h: box)[0]
+    assert (through_pil == TF.pil_to_tensor(image.resize((32, 32), Image.Resampling.BICUBIC))).all()
+    assert not (through_pil == TF.pil_to_tensor(image.resize((32, 32), Image.Resampling.BILINEAR))).all()
+
+    jpeg = io.BytesIO()
+    image.save(jpeg, format="JPEG", quality=95)
+    through_tensor = decode_crops({"bytes": jpeg.getvalue()}, 32, lambda w, h: box)[0]  # torchvision's decoder
+    pixels = TF.pil_to_tensor(Image.open(io.BytesIO(jpeg.getvalue())).convert("RGB"))
+    bicubic = TF.resize(pixels, [32, 32], TF.InterpolationMode.BICUBIC, antialias=True)
+    bilinear = TF.resize(pixels, [32, 32], TF.InterpolationMode.BILINEAR, antialias=True)
+    assert (through_tensor.int() - bicubic.int()).abs().max() <= 1  # PIL and libjpeg-turbo may round apart
+    assert (through_tensor.int() - bilinear.int()).abs().max() > 8

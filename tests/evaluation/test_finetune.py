@@ -11,15 +11,17 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from helpers import SCRIPTS, jpeg_bytes, subprocess_env, write_labelled_subset
+from helpers import SCRIPTS, jpeg_bytes, subprocess_env, tiny_config, write_labelled_subset
 from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
 from transformers import ResNetConfig, ResNetModel, pipeline
 
+from hf_simclr import SimCLRModel
 from hf_simclr.cli import run_cli
 from hf_simclr.data import load_default_splits
-from hf_simclr.evaluation.finetune import finetune, parse_args
+from hf_simclr.evaluation.finetune import finetune, parse_args, with_sync_batch_norm
+from hf_simclr.hub.export import save_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -136,3 +138,43 @@ def test_missing_or_truncated_weights_are_one_line(damage, tiny_model_dir, small
     assert last.startswith(f"error: --model {model}: "), last
     assert ("truncated" if damage == "truncated" else "no file named model.safetensors") in last, last
     assert not (tmp_path / "out").exists()
+
+
+def test_epochs_default_to_the_papers_by_label_fraction():
+    def epochs(*extra: str) -> int:
+        return parse_args(["--model", "m", "--output_dir", "out", *extra]).epochs
+
+    assert epochs("--label_fraction", "0.01") == 60
+    assert epochs("--label_fraction", "0.1") == 30
+    assert epochs() == 30  # all the labels: SimCLRv2's 30 epochs
+    assert epochs("--freeze_encoder") == 90  # linear evaluation
+    assert epochs("--label_fraction", "0.01", "--epochs", "5") == 5
+
+
+def test_a_last_batch_of_one_image_is_dropped(small_data, tmp_path):
+    # at 32 px a ResNet-18 ends on a 1x1 map: BatchNorm cannot train on a batch of one image
+    model = save_model(SimCLRModel(tiny_config(image_size=32)), tmp_path / "model")
+    out = tmp_path / "finetuned"
+    assert _finetune(model, small_data, out, "--label_fraction", "0.5", "--per_device_batch_size", "19") == 0
+    rows = [json.loads(line) for line in (out / "finetune_log.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 1  # 20 images: one batch of 19, the last image dropped
+
+
+def test_classifier_on_the_first_head_layer_carries_its_pretrained_weights(tiny_model_dir, small_data, tmp_path):
+    out = tmp_path / "finetuned"
+    assert _finetune(tiny_model_dir, small_data, out, "--classifier_projection_layers", "1", "--freeze_encoder") == 0
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    first_layer = [k for k in before if k.startswith("projection_head.0.")]
+    assert first_layer and all(torch.equal(before[k], after[k]) for k in first_layer)
+    assert not any(k.startswith("projection_head.2.") for k in after)  # the rest of the head is dropped
+    assert after["classifier.weight"].shape[1] == before["projection_head.0.weight"].shape[0]
+    details = json.loads((out / "eval_results.json").read_text())["results"][0]["details"]
+    assert details["classifier_projection_layers"] == 1 and details["epochs"] == 1
+
+
+def test_batch_norm_is_synchronised_only_across_several_gpus():
+    def synced(num_processes: int, device: str) -> bool:
+        model = with_sync_batch_norm(SimCLRModel(tiny_config()), num_processes, torch.device(device))
+        return any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+
+    assert synced(2, "cuda") and not synced(1, "cuda") and not synced(2, "cpu")

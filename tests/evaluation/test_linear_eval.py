@@ -71,26 +71,49 @@ def test_bad_input_is_one_line_and_exit_code_2(args, message, tiny_model_dir, sm
     assert last.startswith("error: ") and message in last, last
 
 
-@pytest.mark.slow
-def test_pretrained_encoder_beats_random_init_on_knn_and_linear_accuracy(tmp_path):
-    """SimCLR pretraining on 1,000 images of the embedded data (8 epochs, ~15 s on one CPU core) against the same
-    encoder at random initialisation, both measured by linear_eval on 300 held-out images."""
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory) -> tuple[Path, Path]:
+    """SimCLR pretraining on 1,000 images of the embedded data (8 epochs, ~15 s on one CPU core) with the kNN monitor
+    on 300 held-out images: (data folder, model folder)."""
+    tmp_path = tmp_path_factory.mktemp("pretrained-run")
     data = tmp_path / "data"
     splits = load_default_splits()
     splits["train"].shuffle(seed=0).select(range(1000)).to_parquet(str(data / "train.parquet"))
     splits["test"].shuffle(seed=0).select(range(300)).to_parquet(str(data / "test.parquet"))
-    model = str(tmp_path / "pretrained")
+    model = tmp_path / "pretrained"
     recipe = "--backbone test_resnet --image_size 32 --projection_hidden_dim 64 --projection_dim 32"
     recipe += " --per_device_batch_size 128 --epochs 8 --warmup_epochs 0 --num_workers 0 --eval_every 0"
-    pretrain(pretrain_args(["--dataset", str(data), "--output_dir", model, *recipe.split()]))
+    pretrain(pretrain_args(["--dataset", str(data), "--output_dir", str(model), *recipe.split()]))
+    return data, model
+
+
+@pytest.mark.slow
+def test_pretrained_encoder_beats_random_init_on_knn_and_linear_accuracy(pretrained_run, tmp_path):
+    """The pretrained encoder against the same encoder at random initialisation, both measured by linear_eval."""
+    data, model = pretrained_run
     options = ["--dataset", str(data), *"--epochs 50 --num_workers 0 --no_plots".split()]
     random_init = ["--random_init", "--output_dir", str(tmp_path / "random")]
+    pretrained = ["--output_dir", str(tmp_path / "pretrained")]
     accuracy = {
-        "pretrained": linear_eval(parse_args(["--model", model, *options])),
-        "random": linear_eval(parse_args(["--model", model, *options, *random_init])),
+        "pretrained": linear_eval(parse_args(["--model", str(model), *options, *pretrained])),
+        "random": linear_eval(parse_args(["--model", str(model), *options, *random_init])),
     }
     for metric in ("knn_top1_k20", "knn_top1_k200", "linear_top1"):
         assert accuracy["pretrained"][metric] > accuracy["random"][metric] + 0.02, (metric, accuracy)
+
+
+@pytest.mark.slow
+def test_knn_monitor_and_linear_eval_agree_on_the_same_encoder(pretrained_run, tmp_path):
+    """One evaluation preprocessing: the pretraining monitor's last kNN accuracy is linear_eval's on the saved model."""
+    data, model = pretrained_run
+    monitor = json.loads((model / "results.json").read_text())
+    options = ["--dataset", str(data), *"--epochs 1 --num_workers 0 --no_plots".split()]
+    evaluated = linear_eval(parse_args(["--model", str(model), *options, "--output_dir", str(tmp_path)]))
+    for metric in ("knn_top1_k20", "knn_top1_k200"):
+        assert abs(monitor[metric] - evaluated[metric]) <= 0.001, (metric, monitor[metric], evaluated[metric])
+    # at 32 px both keep the whole image: no centre crop
+    processor = AutoImageProcessor.from_pretrained(model)
+    assert processor.size == {"shortest_edge": 32} and processor.crop_size == {"height": 32, "width": 32}
 
 
 def test_string_labels_get_the_training_splits_ids_in_every_split(tmp_path):

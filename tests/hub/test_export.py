@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import stat
 
+import pytest
 import timm
 import torch
-from helpers import local_reference
+from helpers import local_reference, tiny_config
 from transformers import AutoModel
 
+from hf_simclr import SimCLRModel
 from hf_simclr.hub.export import export_timm_encoder
 
 
@@ -37,3 +39,10 @@ def test_every_saved_file_gets_the_same_permissions(tiny_model_dir, tmp_path):
     modes = {p.relative_to(saved).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in saved.rglob("*") if p.is_file()}
     assert {"model.safetensors", "config.json", "timm/model.safetensors"} <= set(modes) and timm_dir.is_dir()
     assert set(modes.values()) == {expected}, modes
+
+
+def test_timm_export_refuses_a_cifar_stem_encoder(tmp_path):
+    model = SimCLRModel(tiny_config(image_size=32, cifar_stem=True))
+    with pytest.raises(ValueError, match="timm export cannot hold a cifar_stem encoder"):
+        export_timm_encoder(model, tmp_path / "timm")
+    assert not (tmp_path / "timm").exists()

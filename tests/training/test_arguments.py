@@ -8,12 +8,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from helpers import PRETRAIN, TINY_PRETRAIN, run_pretrain, subprocess_env
 
 from hf_simclr.cli import run_cli
 from hf_simclr.errors import UsageError
 from hf_simclr.training import pretrain
 from hf_simclr.training.arguments import build_parser, parse_args
+from hf_simclr.training.components import build_model
 
 
 @pytest.mark.parametrize(
@@ -36,6 +38,7 @@ from hf_simclr.training.arguments import build_parser, parse_args
         (["--backbone_kwargs", "norm_layer=groupnorm"], "--backbone_kwargs must be a JSON object"),
         (["--backbone_kwargs", '{"norm_layer": "groupnorm"}'], "does not build with --backbone_kwargs"),
         (["--ddp_timeout", "0"], "--ddp_timeout must be >= 1"),
+        (["--preset", "cifar", "--timm_export"], "--timm_export cannot export a --cifar_stem encoder"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(args, message, small_dataset, tmp_path, capsys):
@@ -139,3 +142,35 @@ def test_an_occupied_output_dir_says_what_it_holds_and_offers_resume_only_when_p
         assert "--resume_from_checkpoint" not in str(error.value)
     else:
         assert advice in str(error.value)
+
+
+def test_cifar_preset_uses_the_cifar_stem():
+    assert parse_args(["--preset", "cifar"]).resolved().cifar_stem is True
+    assert parse_args(["--preset", "cifar", "--cifar_stem", "false"]).resolved().cifar_stem is False
+    assert parse_args(["--cifar_stem"]).resolved().cifar_stem is True
+    assert parse_args(["--preset", "imagenet"]).resolved().cifar_stem is False
+
+
+def test_the_simclr_v2_head_from_the_command_line():
+    def head(*flags: str) -> list[str]:
+        args = parse_args(["--backbone", "resnet18", *flags]).resolved()
+        model = build_model(args, 1, torch.device("cpu"))
+        return [f"{type(m).__name__}{getattr(m, 'out_features', '')}" for m in model.projection_head]
+
+    # the official v2 head: Dense (no bias) + BN + ReLU twice, then Dense + BN with a scale and no centre; hidden
+    # width the encoder's (512 for a ResNet-18) unless given
+    v2 = ["Linear512", "BatchNorm1d", "ReLU"] * 2 + ["Linear128", "BatchNorm1dNoCentre"]
+    assert head("--projection_layers", "3", "--projection_batch_norm") == v2
+    assert head("--projection_batch_norm") == ["Linear512", "BatchNorm1d", "ReLU", "Linear128", "BatchNorm1dNoCentre"]
+    assert head("--projection_hidden_dim", "2048") == ["Linear2048", "ReLU", "Linear128"]
+
+
+def test_the_evaluation_resolution_comes_with_the_presets_image_size():
+    def sizes(*flags: str) -> tuple[int, int | None]:
+        args = parse_args(list(flags)).resolved()
+        return args.image_size, args.eval_image_size
+
+    assert sizes() == (32, 48)  # the demo recipe tests above its training resolution
+    assert sizes("--image_size", "64") == (64, None)  # another size: evaluated at that size
+    assert sizes("--eval_image_size", "40") == (32, 40)
+    assert sizes("--preset", "cifar") == (32, None) and sizes("--preset", "imagenet") == (224, None)

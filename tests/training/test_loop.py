@@ -13,6 +13,7 @@ from helpers import TINY_PRETRAIN, run_pretrain, write_string_label_splits
 from huggingface_hub import ModelCard
 from transformers import AutoModel
 
+from hf_simclr.cli import run_cli
 from hf_simclr.data import load_default_splits
 from hf_simclr.hub.records import read_train_log
 from hf_simclr.training import parse_args, pretrain
@@ -139,3 +140,25 @@ def test_a_stream_without_one_full_batch_is_an_error_not_a_hang(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "--per_device_batch_size" in last, last
+
+
+def test_the_card_says_when_the_knn_memory_bank_is_capped(small_dataset, tmp_path, monkeypatch):
+    data = ["--dataset", str(small_dataset), "--max_steps", "1", "--eval_every", "0"]
+    full = tmp_path / "full"
+    pretrain(parse_args([*TINY_PRETRAIN, *data, "--output_dir", str(full)]))
+    assert "| kNN memory bank | all 128 training images |" in (full / "README.md").read_text()
+    monkeypatch.setattr("hf_simclr.training.monitor.MAX_BANK_IMAGES", 100)
+    capped = tmp_path / "capped"
+    pretrain(parse_args([*TINY_PRETRAIN, *data, "--output_dir", str(capped)]))
+    assert "100 of the 128 training images (a random sample)" in (capped / "README.md").read_text()
+
+
+def test_gradient_accumulation_is_refused_in_one_line(small_dataset, tmp_path, monkeypatch, capsys):
+    # what `accelerate launch` passes on from an accelerate config with gradient_accumulation_steps: 4
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")
+    out = tmp_path / "out"
+    argv = [*TINY_PRETRAIN, "--dataset", str(small_dataset / "train.parquet"), "--output_dir", str(out)]
+    assert run_cli(lambda: pretrain(parse_args(argv))) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: gradient accumulation (4 steps") and "--grad_cache_chunk" in last, last
+    assert not out.exists()
