@@ -113,6 +113,8 @@ def _start(command: list[str], cwd: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # as from a terminal: a shell that starts the tests in the background makes them ignore SIGINT
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -134,7 +136,8 @@ def _interrupt_when(proc: subprocess.Popen, path: Path) -> str:
 def test_ctrl_c_says_how_to_go_on_and_the_command_it_prints_works(small_dataset, tmp_path):
     out = tmp_path / "run"
     args = [*TINY_PRETRAIN, "--num_workers", "1", "--dataset", str(small_dataset / "train.parquet")]
-    args += ["--max_steps", "6", "--checkpointing_steps", "2", "--eval_every", "0", "--output_dir", str(out)]
+    # enough steps that the run cannot end between the checkpoint appearing and the signal arriving
+    args += ["--max_steps", "40", "--checkpointing_steps", "2", "--eval_every", "0", "--output_dir", str(out)]
     command = [sys.executable, str(SCRIPTS / "pretrain.py"), *args]
 
     # before the first checkpoint: nothing to resume, and the command that starts again
@@ -160,7 +163,7 @@ def test_ctrl_c_says_how_to_go_on_and_the_command_it_prints_works(small_dataset,
     result = subprocess.run(resume, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resumed from {out / 'checkpoints' / f'step_{int(found[2]):08d}'}" in result.stdout
-    assert json.loads((out / "results.json").read_text())["steps"] == 6
+    assert json.loads((out / "results.json").read_text())["steps"] == 40
 
 
 @pytest.mark.slow
