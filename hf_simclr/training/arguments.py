@@ -27,9 +27,10 @@ PRESETS: dict[str, dict] = {
     "demo": dict(
         backbone="resnet18",
         image_size=32,
-        eval_image_size=48,  # test above the training resolution: see the README's ablation
+        # crops of 20-100 % enlarge objects by 1.38 on average (E[1/sqrt(area)]): tested at 32 x 1.38 = 44 px
+        eval_image_size=44,
         per_device_batch_size=256,
-        epochs=20,
+        epochs=10,
         learning_rate=0.3,
         lr_scaling="linear",
         warmup_epochs=2,
@@ -101,7 +102,7 @@ class PretrainArguments(DatasetArguments):
         default=None,
         metadata={
             "help": "resolution of evaluation (the kNN monitor and the saved image processor); default: --image_size, "
-            "or the preset's when --image_size is not given (demo 48)"
+            "or the preset's when --image_size is not given (demo 44)"
         },
     )
     augment: str | None = _from_preset("augment", "augmentation recipe: imagenet, cifar or demo")

@@ -105,7 +105,7 @@ def test_a_config_file_with_an_unknown_key_is_one_line_and_exit_code_2(tmp_path,
 
 def test_help_shows_what_each_preset_sets():
     text = " ".join(build_parser().format_help().split())
-    assert "passes over the training data (default from --preset: demo=20, cifar=1000, imagenet=100)" in text
+    assert "passes over the training data (default from --preset: demo=10, cifar=1000, imagenet=100)" in text
     assert "NT-Xent temperature (default from --preset: demo=0.2, cifar=0.5, imagenet=0.1)" in text
     assert "(default: None)" not in text and "--seed SEED seed of initialisation" in text
 
@@ -170,7 +170,7 @@ def test_the_evaluation_resolution_comes_with_the_presets_image_size():
         args = parse_args(list(flags)).resolved()
         return args.image_size, args.eval_image_size
 
-    assert sizes() == (32, 48)  # the demo recipe tests above its training resolution
+    assert sizes() == (32, 44)  # the demo recipe tests above its training resolution
     assert sizes("--image_size", "64") == (64, None)  # another size: evaluated at that size
     assert sizes("--eval_image_size", "40") == (32, 40)
     assert sizes("--preset", "cifar") == (32, None) and sizes("--preset", "imagenet") == (224, None)
