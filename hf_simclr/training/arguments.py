@@ -23,7 +23,7 @@ DEFAULT_DDP_TIMEOUT = 600
 
 # Values a preset fills in for every argument the user did not give.
 PRESETS: dict[str, dict] = {
-    # The embedded Fashion-MNIST subset on a laptop CPU: a real run in about ten minutes.
+    # The embedded Fashion-MNIST subset on a laptop CPU: about five minutes on two cores (README: how it was chosen).
     "demo": dict(
         backbone="resnet18",
         image_size=32,
