@@ -2,7 +2,7 @@
 
 * :mod:`.presets`: the paper's recipes (ImageNet, CIFAR) and the demo recipe for the embedded data.
 * :mod:`.crops`, CPU, inside DataLoader workers: decode once, two random resized crops + flips to uint8
-  (:class:`TwoViewTransform`), or one centre crop for evaluation (:class:`EvalTransform`).
+  (:class:`TwoViewTransform`), or one deterministic centre crop (:class:`EvalTransform`, the preview's).
 * :mod:`.gpu`, accelerator, on the batch: colour jitter, grayscale, blur and normalisation with independent
   parameters per sample and per view, drawn on the CPU with the crops (:class:`SimCLRGPUAugment`).
 """

@@ -142,8 +142,10 @@ class TwoViewTransform(_BatchTransform):
 
 
 class EvalTransform(_BatchTransform):
-    """Deterministic single view for kNN monitoring / linear evaluation: centre square crop of ``crop_pct`` of the
-    short side, resized to ``size``; returns ``{"pixel_values": [...], "labels": [...]}`` as ``TwoViewTransform``."""
+    """Deterministic single view through the fast decode path of ``TwoViewTransform`` (the augmentation preview's
+    whole images): centre square crop of ``crop_pct`` of the short side, resized to ``size``; returns
+    ``{"pixel_values": [...], "labels": [...]}`` as ``TwoViewTransform``. Evaluation preprocesses with the model's
+    image processor instead (``hf_simclr.modeling_simclr.build_image_processor``)."""
 
     def __init__(
         self, size: int = 224, crop_pct: float = 0.875, image_column: str = "image", label_column: str | None = "label"

@@ -28,6 +28,7 @@ from .output_lock import LOCK_FILE
 
 __all__ = [
     "HubPushError",
+    "check_repo_id",
     "InvalidModelFolderError",
     "PushArguments",
     "parse_push_args",
@@ -145,6 +146,15 @@ def validate_model_folder(folder: str | Path, *, kind: str = "simclr") -> Path:
     if problems:  # never upload weights that would load as garbage, or not at all
         raise InvalidModelFolderError(f"{folder}: {'; '.join(problems)}: save the model again or {fix}")
     return folder
+
+
+def check_repo_id(repo_id: str) -> None:
+    """Raise :class:`UsageError` with the Hub client's own first line when ``repo_id`` is no valid repo id, before
+    any work that the push would come after."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise UsageError(str(error).splitlines()[0]) from error
 
 
 def pushed_line(commit_url: str) -> str:
@@ -302,10 +312,7 @@ def push_run(output_dir: str | Path, repo_id: str, args: PushArguments) -> list[
     if bool(args.timm_repo) != bool(args.timm_dir):
         raise UsageError("--timm_repo and --timm_dir go together: pass both, or neither")
     for repo in filter(None, (repo_id, args.timm_repo)):
-        try:
-            validate_repo_id(repo)
-        except HFValidationError as error:
-            raise UsageError(str(error).splitlines()[0]) from error
+        check_repo_id(repo)
     validate_model_folder(output_dir, kind="simclr")
     if args.timm_dir:
         validate_model_folder(args.timm_dir, kind="timm")

@@ -56,17 +56,12 @@ def parse_convert_args(
 
 def convert(source: str, output_dir: str, args: ConvertArguments) -> Path:
     """Convert, print what was converted (and the published top-1, marked as such), and push when asked."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
 
-    from ..hub.push import push_folder_to_hub, pushed_line, retry_command
+    from ..hub.push import check_repo_id, push_folder_to_hub, pushed_line, retry_command
     from .convert import convert_official_checkpoint
 
     if args.push_to_hub:  # a bad repo id fails before the conversion, not after it
-        try:
-            validate_repo_id(args.push_to_hub)
-        except HFValidationError as error:
-            raise UsageError(str(error).splitlines()[0]) from error
+        check_repo_id(args.push_to_hub)
     result = convert_official_checkpoint(
         source,
         output_dir,

@@ -49,8 +49,9 @@ def train_step(run: Run, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     uniforms = batch["augment_uniforms"]
     with torch.no_grad():
         view_1, view_2 = run.augment(x1, uniforms[:, 0]), run.augment(x2, uniforms[:, 1])
-    # the grad-cache chunks' permutation depends only on (seed, step, process): resumable
-    generator = torch.Generator().manual_seed(run.args.seed * 1_000_003 + run.state.step * 1009 + run.rank)
+    generator = None
+    if run.args.grad_cache_chunk:  # its chunks' permutation depends only on (seed, step, process): resumable
+        generator = torch.Generator().manual_seed(run.args.seed * 1_000_003 + run.state.step * 1009 + run.rank)
     loss = forward_backward(run.model, view_1, view_2, run.accelerator, run.args.grad_cache_chunk, generator)
     run.optimizer.step()
     run.scheduler.step()

@@ -30,11 +30,6 @@ class KnnMonitor:
         self.bank, self.held_out, self.split, self.args = bank, held_out, split, args
         self.num_train = num_train  # images in the training split, of which the bank holds at most MAX_BANK_IMAGES
 
-    @property
-    def bank_capped(self) -> bool:
-        """Whether the memory bank holds only a sample of the training images."""
-        return len(self.bank) < self.num_train
-
     @classmethod
     def create(cls, args: PretrainArguments, train_data: Any) -> KnnMonitor | str:
         """The monitor of a run, or the reason it has none (a stream, no labels, no labelled held-out split).
