@@ -41,8 +41,8 @@ def assert_processes(run: FinishedRun, count: int) -> None:
     assert run.results()["num_processes"] == count
     checkpoint = run.folder / "checkpoints" / "step_00000008"
     assert json.loads((checkpoint / "checkpoint.json").read_text())["num_processes"] == count
-    assert sorted(p.name for p in checkpoint.glob("random_states_*.pkl")) == [
-        f"random_states_{rank}.pkl" for rank in range(count)
+    assert sorted(p.name for p in checkpoint.glob("random_states_*")) == [
+        f"random_states_{rank}.safetensors" for rank in range(count)
     ]
 
 
