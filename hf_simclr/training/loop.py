@@ -215,10 +215,10 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
         )
     # the output folder is this run's until it ends: writable, and no other run writes there meanwhile
     with OutputDirLock(args.output_dir, hold=False) as lock:
-        # the main process alone holds it; its refusal ends every process at once
-        main_process_decides(accelerator, lock.acquire)
         run = None
         try:
+            # the main process alone holds it; its refusal ends every process at once
+            main_process_decides(accelerator, lock.acquire)
             start_run(args, accelerator)
             # `latest` in a finished run: nothing to resume (a checkpoint named by its folder resumes from there)
             finished = records.finished_run(args.output_dir) if args.resume_from_checkpoint == "latest" else None
