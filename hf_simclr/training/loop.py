@@ -1,8 +1,9 @@
 """SimCLR pretraining with Accelerate: one loop for a laptop CPU, one GPU, or many GPUs on many machines.
 
-:func:`train_step` is one SimCLR step; :func:`pretrain` is the whole run, phase by phase: start the run, load the
-data, build the model and optimiser, resume, measure the untrained baseline, train (with the periodic actions
-:func:`log_progress`, :func:`save_checkpoint_if_due` and :func:`monitor_if_due`), finish.
+:func:`train_step` is one SimCLR step; :func:`pretrain` is the whole run, phase by phase: start the run, find the
+checkpoint to resume from and check that it belongs to this run, load the data, build the model and optimiser, resume,
+measure the untrained baseline, train (with the periodic actions :func:`log_progress`, :func:`save_checkpoint_if_due`
+and :func:`monitor_if_due`, and :func:`stop_if_requested` after every step), finish.
 """
 
 from __future__ import annotations
@@ -483,12 +484,13 @@ def stop_if_requested(run: Run, stop: console.StopRequest, losses: LossTracker |
 
 
 def save_checkpoint_if_due(run: Run, losses: LossTracker) -> None:
-    """Every ``--checkpointing_steps`` steps: the full training state, if every loss so far was finite."""
+    """Every ``--checkpointing_steps`` steps: :func:`save_checkpoint_now`."""
     if run.args.checkpointing_steps and run.state.step % run.args.checkpointing_steps == 0:
         save_checkpoint_now(run, losses)
 
 
 def save_checkpoint_now(run: Run, losses: LossTracker) -> None:
+    """The full training state now, if every loss so far was finite."""
     losses.check_finite(run.accelerator, run.checkpoint_root)
     save_checkpoint(run.accelerator, run.checkpoint_root, run.resumable(), run.args.checkpoints_total_limit)
     run.checkpointed_step = run.state.step
