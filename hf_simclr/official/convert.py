@@ -45,11 +45,12 @@ class ConversionResult:
 def _check_variant(variant: Variant | None, architecture: OfficialArchitecture, source: str) -> None:
     if variant is None:
         return
-    found = (architecture.depth, architecture.width_multiplier)
-    if (variant.depth, variant.width) != found:
+    found = (architecture.depth, architecture.width_multiplier, int(architecture.sk_ratio > 0))
+    if (variant.depth, variant.width, variant.sk) != found:
+        named = f"r{variant.depth}_{variant.width}x_sk{variant.sk}" if variant.generation == "SimCLRv2" else None
         raise CheckpointError(
-            f"{source} is named as ResNet-{variant.depth} ({variant.width}x) but holds a {architecture.name}: "
-            "rename it so that the model card names the right checkpoint"
+            f"{source} is named as {named or f'ResNet-{variant.depth} ({variant.width}x)'} but holds a "
+            f"{architecture.name}: rename it so that the model card names the right checkpoint"
         )
 
 
@@ -129,6 +130,7 @@ def _verify_saved(folder: Path, state: dict[str, torch.Tensor], with_classifier:
         if not torch.isfinite(values).all():
             raise RuntimeError(f"{cls.__name__} gives non-finite outputs: the source weights are broken")
         checked.append(cls.__name__)
+        del loaded, output  # one reloaded copy at a time: the source plus one copy is the conversion's peak memory
     return [
         f"The saved safetensors reload bit-identical to the source tensors as {' and '.join(checked)} "
         "(`AutoModel` / `AutoModelForImageClassification`)."
