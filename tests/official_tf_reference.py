@@ -3,14 +3,15 @@
 Run as a script in its own process (TensorFlow and torchvision must not share a process that imported TensorFlow
 first): `python official_tf_reference.py SPECS.json OUT_DIR`. For each spec it builds the official SimCLR network
 with `tf.compat.v1` layers (the functions below follow google-research/simclr `resnet.py` and `model_util.py`,
-Apache-2.0: same layers, same scopes, same creation order, bottleneck blocks, sk0 and sk1), gives every variable a random
-value (BatchNorm statistics far from 0 and 1), adds the training state the released checkpoints carry
+Apache-2.0: same layers, same scopes, same creation order, bottleneck blocks, sk0 and sk1), gives every variable a
+random value (BatchNorm statistics far from 0 and 1), adds the training state the released checkpoints carry
 (`/Momentum` slots, an `ema_model/` copy, `global_step`), saves it with a TF saver under
 `OUT_DIR/<folder>/model.ckpt-<step>` and writes `OUT_DIR/<folder>/reference.npz`: the images and TF's h, z, logits.
 Specs of kind "preprocessing" write TF's official evaluation preprocessing (`data_util.py`) of random images;
 kind "reader" writes the small multi-dtype checkpoint in `tests/official/tf_checkpoint` and what TF's reader returns;
 kind "layout" writes the variable names and shapes of full-size networks without computing anything (the fixture
-`tests/official/sk1_layouts.json.gz`); kind "benchmark" saves a checkpoint whose values TensorFlow draws itself (no reference).
+`tests/official/sk1_layouts.json.gz`); kind "benchmark" saves a checkpoint whose values TensorFlow's initialisers
+draw (no reference outputs).
 """
 
 from __future__ import annotations

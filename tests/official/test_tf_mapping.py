@@ -145,7 +145,7 @@ def test_every_released_selective_kernel_network_maps_onto_the_model(sk1_layouts
 def test_selective_kernel_numbering_follows_convolutions_and_batch_norms_apart(sk1_layouts):
     _, sources, _ = map_tf_checkpoint(sk1_layouts["r50_1x_sk1"])
     names = {source.key: source.name for source in sources}
-    # stem: conv2d, conv2d_1, conv2d_2; layer1.0: shortcut 3, conv1 4, SK 5, attention 6, mixing 7 (no BatchNorm), conv3 8
+    # stem: conv2d, conv2d_1, conv2d_2; layer1.0: shortcut 3, conv1 4, SK 5, attention 6, mixing 7 (no BN), conv3 8
     assert names["encoder.conv1.6.weight"] == "base_model/conv2d_2/kernel"
     assert names["encoder.bn1.weight"] == "base_model/batch_normalization_2/gamma"
     assert names["encoder.layer1.0.downsample.1.weight"] == "base_model/conv2d_3/kernel"
