@@ -4,7 +4,7 @@ The folder holds one safetensors file with the encoder, the projection head (if 
 classifier (if it has one), so that `AutoModel` (SimCLRModel: h and z) and `AutoModelForImageClassification`
 (logits) both load it; plus the config, the model code, the image processor ([0, 1] inputs, no mean/std) and a
 model card. Everything is read and checked before anything is written, and written to a scratch folder that is
-moved into place only once the saved file holds the source tensors bit for bit and both Auto classes reload it.
+moved into place only once the saved weights reload bit-identical to the source.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from transformers.utils import SAFE_WEIGHTS_NAME
 from transformers.utils import logging as hf_logging
 
 from ..configuration_simclr import SimCLRConfig
@@ -119,18 +117,7 @@ def _build(config: SimCLRConfig, tensors: dict[str, torch.Tensor]) -> tuple[SimC
 
 
 def _verify_saved(folder: Path, state: dict[str, torch.Tensor], with_classifier: bool) -> list[str]:
-    """Check the saved file against the source bit for bit, then that both Auto classes load exactly the file.
-
-    `state` must hold the only references to the source tensors: each is released once the file is found to hold it,
-    so the conversion never holds more than one copy of the weights (the source, then the reloaded model).
-    """
-    path = folder / SAFE_WEIGHTS_NAME
-    with safe_open(path, framework="pt") as file:
-        if set(file.keys()) != set(state):
-            raise RuntimeError(f"{path} holds other tensors than the source: the save is broken")
-        for key in list(state):
-            if not torch.equal(file.get_tensor(key), state.pop(key)):
-                raise RuntimeError(f"{path} holds {key} differently from the source: the save is broken")
+    """Reload the folder with both Auto classes' models and compare every tensor with the source, bit for bit."""
     checked = []
     classes = [SimCLRModel] + ([SimCLRForImageClassification] if with_classifier else [])
     for cls in classes:
@@ -141,19 +128,18 @@ def _verify_saved(folder: Path, state: dict[str, torch.Tensor], with_classifier:
         finally:
             if bars:
                 hf_logging.enable_progress_bar()
-        with safe_open(path, framework="pt") as file:
-            for key, tensor in loaded.state_dict().items():
-                if not torch.equal(tensor, file.get_tensor(key)):
-                    raise RuntimeError(f"{cls.__name__} loads {key} differently from the file: the save is broken")
+        for key, tensor in loaded.state_dict().items():
+            if not torch.equal(tensor, state[key]):
+                raise RuntimeError(f"{cls.__name__} reloads {key} differently from the source: the save is broken")
         with torch.no_grad():  # a forward pass runs and gives finite numbers
             output = loaded(pixel_values=torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
         values = output.logits if with_classifier and cls is SimCLRForImageClassification else output.pooler_output
         if not torch.isfinite(values).all():
             raise RuntimeError(f"{cls.__name__} gives non-finite outputs: the source weights are broken")
         checked.append(cls.__name__)
-        del loaded, output  # one reloaded copy at a time
+        del loaded, output  # one reloaded copy at a time: the source plus one copy is the conversion's peak memory
     return [
-        f"The saved safetensors hold the source tensors bit for bit, and reload exactly as {' and '.join(checked)} "
+        f"The saved safetensors reload bit-identical to the source tensors as {' and '.join(checked)} "
         "(`AutoModel` / `AutoModelForImageClassification`)."
     ]
 
@@ -193,14 +179,11 @@ def convert_official_checkpoint(
     kept = _classifier_position(architecture, classifier_projection_layers, variant)
     config = architecture.config(classifier_projection_layers=kept)
     model, state = _build(config, weights.tensors)
-    weights.tensors = {}  # from here on `state` holds the only copy of the weights, released while it is verified
-    with_classifier = "classifier.weight" in state
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}-converting-"))
     try:
         save_model(model, scratch, state_dict=state)
-        del model
-        verified = weights.verified + _verify_saved(scratch, state, with_classifier) + [TESTED_CLAIM]
+        verified = weights.verified + _verify_saved(scratch, state, "classifier.weight" in state) + [TESTED_CLAIM]
         card = build_official_card(repo_id or str(output_dir), config, weights, variant, verified)
         card.save(scratch / "README.md")
         output_dir.mkdir(exist_ok=True)

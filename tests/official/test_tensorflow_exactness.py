@@ -76,19 +76,6 @@ SPECS = [
         step=250228,
         seed=5,
     ),
-    # sk1 without a projection head (as the "supervised" releases), another width, even feature maps
-    dict(
-        SMALL,
-        folder="supervised/r26_half_sk1",
-        sk_ratio=0.0625,
-        width=0.5,
-        proj_layers=0,
-        ft_proj_selector=0,
-        momentum=False,
-        ema=False,
-        step=28151,
-        seed=6,
-    ),
     dict(
         kind="preprocessing",
         folder="preprocessing",
@@ -220,19 +207,6 @@ def test_selective_kernel_checkpoint_gives_tensorflows_h_z_and_logits(tf_referen
     card = (out / "README.md").read_text()
     assert "ResNet-26 (0.25x, selective kernels)" in card and "passed the CRC-32C" in card
     assert "EMA copies (ema_model/)" in card and "optimiser slots (/Momentum)" in card
-
-
-def test_selective_kernel_checkpoint_without_a_head(tf_reference):
-    out, reference, pixels = _converted(tf_reference, "supervised/r26_half_sk1")
-    config = AutoConfig.from_pretrained(out)
-    assert (config.width_multiplier, config.sk_ratio, config.projection_layers) == (0.5, 0.0625, 0)
-    with torch.no_grad():
-        output = AutoModel.from_pretrained(out).eval()(pixel_values=pixels)
-        _close(output.pooler_output, reference["h"])
-        _close(
-            AutoModelForImageClassification.from_pretrained(out).eval()(pixel_values=pixels).logits, reference["logits"]
-        )
-    assert torch.equal(output.projections, output.pooler_output)
 
 
 def test_selective_kernel_folder_loads_with_remote_code_and_in_pipelines(tf_reference):
