@@ -37,6 +37,7 @@ from hf_simclr.training.components import build_model
         (["--backbone_kwargs", '{"checkpoint_path": "x.pth"}'], "must not set 'checkpoint_path'"),
         (["--backbone_kwargs", "norm_layer=groupnorm"], "--backbone_kwargs must be a JSON object"),
         (["--backbone_kwargs", '{"norm_layer": "groupnorm"}'], "does not build with --backbone_kwargs"),
+        (["--backbone_kwargs", '{"cardinality": 2}'], "BasicBlock only supports cardinality of 1"),
         (["--ddp_timeout", "0"], "--ddp_timeout must be >= 1"),
         (["--preset", "cifar", "--timm_export"], "--timm_export cannot export a --cifar_stem encoder"),
     ],
