@@ -55,6 +55,7 @@ IGNORE_PATTERNS = [
     "*.pyc",
     "__pycache__/",
     ".saving-*/",
+    ".converting-*/",  # the scratch folder of an interrupted official-checkpoint conversion
     f"{records.CHECKPOINTS}/",
     "timm/",
     LOCK_FILE,  # left by a run that was killed
