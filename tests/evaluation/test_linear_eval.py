@@ -187,7 +187,7 @@ def test_a_mistyped_model_folder_fails_at_once(typo, tmp_path, monkeypatch, caps
     (tmp_path / "outputs" / "simclr").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     # before any data or model is loaded, and without asking the Hub for a repository of that name
-    assert run_cli(lambda: linear_eval(parse_args(["--model", typo, "--dataset", "/no/such/data"]))) == 2
+    assert run_cli(lambda: linear_eval(parse_args(["--model", typo, "--dataset", str(tmp_path)]))) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: --model {typo}: no such file or folder") and error.count("\n") == 0
     assert not (tmp_path / "linear_eval").exists()

@@ -78,7 +78,10 @@ def test_help_explains_the_flags():
         assert flag in result.stdout
 
 
-def test_a_json_or_yaml_file_works_in_place_of_flags(tmp_path):
+def test_a_json_or_yaml_file_works_in_place_of_flags(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.parquet").touch()  # a local --dataset must exist when the flags are read
     flags = ["--dataset", "data/train.parquet", "--epochs", "3", "--timm_export", "--test_split", "validation"]
     settings = {"dataset": "data/train.parquet", "epochs": 3, "timm_export": True, "eval_split": "validation"}
     (tmp_path / "run.json").write_text(json.dumps(settings))
