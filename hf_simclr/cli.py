@@ -119,19 +119,19 @@ def parse_arguments(
 
 def run_cli(main: Callable[[], Any]) -> int:
     """Run ``main`` and return the process's exit code: 0 when it returns, 2 on bad input, 1 when a run fails, 130
-    when Ctrl-C stopped it.
+    when Ctrl-C stopped it, 128 + the signal's number when a scheduler's signal did.
 
     Errors are told apart by type (:mod:`hf_simclr.errors`); their message is printed as one ``error:`` line on
-    stderr, and Ctrl-C as one ``interrupted`` line (a :class:`RunInterrupted` says how to resume; one without a
-    message, on the other processes of a run, prints nothing). A full disk is a run failure wherever it strikes. Any
-    other exception is a bug and keeps its traceback.
+    stderr, Ctrl-C as one ``interrupted`` line and a preemption as one ``preempted`` line (a
+    :class:`RunInterrupted` says how to resume; one without a message, on the other processes of a run, prints
+    nothing). A full disk is a run failure wherever it strikes. Any other exception is a bug and keeps its traceback.
     """
     try:
         main()
     except RunInterrupted as interrupted:
         if str(interrupted):
-            print(f"interrupted: {' '.join(str(interrupted).split())}", file=sys.stderr)
-        return INTERRUPTED_EXIT_CODE
+            print(f"{interrupted.label}: {' '.join(str(interrupted).split())}", file=sys.stderr)
+        return interrupted.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return INTERRUPTED_EXIT_CODE

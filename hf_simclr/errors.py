@@ -9,6 +9,9 @@ Every message is one line that names the problem and the fix. :func:`hf_simclr.c
   failed, the loss diverged); what was saved before is kept, and the message says how to go on.
 * :class:`RunInterrupted` (a ``KeyboardInterrupt``), exit code 130: Ctrl-C stopped a run; the message says how to
   resume it, or that there is nothing to resume.
+* :class:`RunPreempted` (a :class:`RunInterrupted`), exit code 128 + the signal's number (143 for SIGTERM, 138 for
+  SIGUSR1), as for a process the signal ended: a scheduler stopped the run, which saved a checkpoint of its last step
+  first; the message says how to resume it.
 """
 
 from __future__ import annotations
@@ -60,6 +63,18 @@ class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped a run; the message names the last checkpoint and the command that resumes from it."""
 
     exit_code = 130
+    label = "interrupted"  # the word the command line prints before the message
+
+
+class RunPreempted(RunInterrupted):
+    """A scheduler's signal (SIGTERM, SIGUSR1) stopped a run after it saved its last step; the message says how to
+    resume it. The exit code is that of a process the signal ended: 128 + its number."""
+
+    label = "preempted"
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 __all__ = [
@@ -70,6 +85,7 @@ __all__ = [
     "NonFiniteLossError",
     "RunFailure",
     "RunInterrupted",
+    "RunPreempted",
     "SimCLRError",
     "SourceDownloadError",
     "UsageError",

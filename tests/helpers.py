@@ -213,6 +213,16 @@ def local_reference(folder: Path) -> tuple[torch.nn.Module, torch.Tensor]:
     return model, h
 
 
+class WritesMarker:
+    """Unpickling this object creates the file `path`: the stand-in for code a malicious pickle would run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.path!r}, 'w').write('unpickled')",))
+
+
 def forbid_pickle(*args, **kwargs):
     raise AssertionError("torch.load was called: a pickle was about to be loaded")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_push_cli, run_python
+from helpers import WritesMarker, run_push_cli, run_python
 from transformers import AutoModel, AutoModelForImageClassification, pipeline
 
 from hf_simclr import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
@@ -29,21 +29,11 @@ REFUSED = [
 ]
 
 
-class _WritesMarker:
-    """Unpickling this object creates the file `path`: the stand-in for code a malicious pickle would run."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.path!r}, 'w').write('unpickled')",))
-
-
 @pytest.fixture()
 def marker_pickle(tmp_path: Path) -> tuple[Path, Path]:
     """A `.pth` file that writes `marker` when unpickled, and the marker's path (absent)."""
     marker, checkpoint = tmp_path / "marker.txt", tmp_path / "weights.pth"
-    torch.save({"state_dict": _WritesMarker(marker)}, checkpoint)
+    torch.save({"state_dict": WritesMarker(marker)}, checkpoint)
     return checkpoint, marker
 
 

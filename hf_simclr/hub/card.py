@@ -329,8 +329,18 @@ def training_table(args: Mapping[str, Any], results: Mapping[str, Any], dataset_
         "kNN top-1 (k=20) of the same encoder at random initialisation": (
             f"{percent(baseline):g} %" if baseline is not None else None
         ),
+        "settings changed on resume": run_changes_text(results.get("run_changes") or []),
     }
     return {k: v for k, v in training.items() if v}
+
+
+def run_changes_text(changes: Sequence[Mapping[str, Any]]) -> str | None:
+    """``at step 2: dataset a.parquet → b.parquet, seed 42 → 7`` for each resume that changed the run."""
+    texts = []
+    for entry in changes:
+        settings = ", ".join(f"{name} {before} → {after}" for name, (before, after) in entry["changes"].items())
+        texts.append(f"at step {entry['step']}: {settings}")
+    return "; ".join(texts) or None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -13,7 +13,9 @@ A pretraining run's folder (``--output_dir``)::
     .hf_simclr.lock       # held by the run writing to the folder (hf_simclr.hub.output_lock)
 
 ``results.json`` also names the data (``dataset``: the name shown, ``dataset_id``: its Hub id or null, ``eval_split``)
-and the size of the representation (``feature_dim``), so that the card can be written again from the folder alone.
+and the size of the representation (``feature_dim``), so that the card can be written again from the folder alone; a
+run resumed with other defining settings (``--allow_run_changes``) lists them in ``run_changes``:
+``[{"step": 2, "changes": {"dataset": ["a.parquet", "b.parquet"], "seed": [42, 7]}}]``.
 
 Nothing published names a local path: a local dataset or model is named by its folder or file name (never as a Hub
 id), and ``training_args.json`` is pushed with its paths reduced to names (:func:`public_training_args`).
@@ -134,6 +136,19 @@ def public_training_args(
     resume = public.get("resume_from_checkpoint")
     if isinstance(resume, str) and resume != "latest":
         public["resume_from_checkpoint"] = Path(resume).name
+    return public
+
+
+def public_run_changes(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Settings changed on resume (``{"step": N, "changes": {name: [before, after]}}`` each) as they may be published:
+    datasets named as :func:`dataset_names` names them."""
+    public = []
+    for entry in changes:
+        named = {
+            name: [dataset_names(value)[0] for value in values] if name == "dataset" else list(values)
+            for name, values in entry["changes"].items()
+        }
+        public.append({"step": entry["step"], "changes": named})
     return public
 
 
@@ -302,6 +317,7 @@ __all__ = [
     "local_name",
     "metric_name",
     "public_model_name",
+    "public_run_changes",
     "public_training_args",
     "read_eval_results",
     "read_train_log",

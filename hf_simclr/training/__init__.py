@@ -1,8 +1,10 @@
 """Pretraining: the arguments and presets (:mod:`.arguments`), the loop with its visible :func:`train_step`
 (:mod:`.loop`), what a run is built from (:mod:`.components`), LARS and the schedule (:mod:`.optim`), gradient
-caching (:mod:`.grad_cache`), verified checkpoints (:mod:`.checkpoint`), the process group (:mod:`.distributed`), the
-kNN monitor (:mod:`.monitor`), what a run tells its user (:mod:`.console`) and the throughput ceiling the loop is
-measured against (:mod:`.ceiling`)."""
+caching (:mod:`.grad_cache`), verified checkpoints of safetensors and JSON (:mod:`.checkpoint`), what defines a run
+and may not change on resume (:mod:`.run_identity`), the process group (:mod:`.distributed`), the kNN monitor
+(:mod:`.monitor`), what a run tells its user and how it stops on Ctrl-C or a scheduler's signal (:mod:`.console`),
+the command that starts it again (:mod:`.relaunch`) and the throughput ceiling the loop is measured against
+(:mod:`.ceiling`)."""
 
 from ..lazy_imports import lazy_exports
 

@@ -144,7 +144,21 @@ class PretrainArguments(DatasetArguments):
         default=None, metadata={"help": "save a checkpoint every N steps (always at the end)"}
     )
     checkpoints_total_limit: int = field(default=2, metadata={"help": "keep this many checkpoints"})
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "checkpoint folder or 'latest'"})
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "checkpoint folder or 'latest' ('latest' with no checkpoint yet starts afresh); the settings that "
+            "define the run (data, seed, global batch, augmentation, image size, evaluation, model) must be the "
+            "checkpoint's"
+        },
+    )
+    allow_run_changes: bool = field(
+        default=False,
+        metadata={
+            "help": "resume even though settings that define the run changed (all but the model's architecture, which "
+            "never can): the run goes on with them, and results.json and the model card record both"
+        },
+    )
     ddp_timeout: int = field(
         default=DEFAULT_DDP_TIMEOUT,
         metadata={

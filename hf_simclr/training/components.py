@@ -27,7 +27,7 @@ from ..data import (
 from ..errors import UsageError
 from ..modeling_simclr import SimCLRModel
 from .arguments import PretrainArguments
-from .console import ignore_ctrl_c
+from .console import ignore_stop_signals
 from .optim import build_lars, build_schedule, scaled_learning_rate
 
 
@@ -54,7 +54,7 @@ def num_workers(args: PretrainArguments, num_processes: int) -> int:
 def loader_kwargs(workers: int, device: torch.device, collate: Any = collate_views) -> dict:
     kwargs = {"num_workers": workers, "pin_memory": device.type == "cuda", "collate_fn": collate}
     if workers:
-        kwargs.update(prefetch_factor=4, worker_init_fn=ignore_ctrl_c)
+        kwargs.update(prefetch_factor=4, worker_init_fn=ignore_stop_signals)
     return kwargs
 
 

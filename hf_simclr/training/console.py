@@ -1,10 +1,11 @@
-"""What a pretraining run tells the person who started it: one line per event, then a short summary; after Ctrl-C,
-the command that resumes the run (or that there is nothing to resume).
+"""What a pretraining run tells the person who started it: one line per event, then a short summary; after Ctrl-C
+or a scheduler's signal, the command that resumes the run (or that there is nothing to resume).
 
 Ctrl-C asks the run to stop at its next safe point (:class:`StopRequest`) rather than raising ``KeyboardInterrupt``
 wherever the main thread happens to be: raised inside a library's cleanup or a fork handler (each DataLoader worker
 start) the exception is swallowed and the run goes on, and raised in the middle of a checkpoint it leaves one half
-written. A second Ctrl-C stops at once.
+written. A second Ctrl-C stops at once. SIGTERM and SIGUSR1, which schedulers send before they stop a job, ask the
+same, and the run then saves its last step before it ends.
 
 Lines go to stdout and are flushed at once, through tqdm while a progress bar is shown, so that they keep their place
 next to the bar (on stderr) in a terminal and in a log file alike.
@@ -12,7 +13,6 @@ next to the bar (on stderr) in a terminal and in a log file alike.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -24,59 +24,77 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..cli import CONFIG_FILE_SUFFIXES
 from ..hub import records
+from .relaunch import rerun_command
 
-# flags with a value that a resumed or restarted run must not repeat
-_REPLACED_FLAGS = ("--resume_from_checkpoint", "--resume-from-checkpoint")
-_BOOLEAN_FLAGS = ("--overwrite_output_dir", "--overwrite-output-dir")
-_BOOLEAN_VALUES = {"true", "false", "yes", "no", "1", "0", "t", "f", "y", "n"}
 SHOWN_SKIPPED_NAMES = 3
+# what schedulers send a job they are about to stop: SLURM (scancel, preemption, and `--signal=USR1@<seconds>` before
+# the time limit) and Kubernetes
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+_CTRL_C_VOTE, _PREEMPTION_VOTE = 1, 100  # a process's vote: 0 goes on, Ctrl-C, or 100 + a preemption signal
 
 
 class StopRequest:
-    """While active, the first Ctrl-C (SIGINT) only records a request that :meth:`check` turns into a
-    ``KeyboardInterrupt`` at a safe point; the second one raises it at once. Outside the training loop (loading data,
-    the first kNN evaluation), where the next safe point may be minutes away, the first Ctrl-C also says so."""
+    """While active, Ctrl-C (SIGINT) and a scheduler's SIGTERM or SIGUSR1 only record a request, which :meth:`check`
+    turns into a stop that all processes agree on, at a point that is safe for each of them.
+
+    A second Ctrl-C raises ``KeyboardInterrupt`` at once; a repeated SIGTERM or SIGUSR1 changes nothing (a launcher
+    passes on to its workers the signal they may have received already). Outside the training loop (loading data, the
+    first kNN evaluation), where the next safe point may be minutes away, the first Ctrl-C also says so.
+    """
 
     def __init__(self) -> None:
-        self.requested, self.in_loop = False, False
-        self._previous: Any = None
+        self.vote, self.in_loop = 0, False
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.vote > 0
 
     def __enter__(self) -> StopRequest:
-        # only the main thread may set handlers; a SIGINT that was ignored (e.g. under nohup) stays ignored
+        # only the main thread may set handlers; a signal that was ignored (e.g. SIGINT under nohup) stays ignored
         if threading.current_thread() is threading.main_thread():
-            if signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None):
-                self._previous = signal.signal(signal.SIGINT, self._request)
+            for signum in (signal.SIGINT, *PREEMPTION_SIGNALS):
+                if signal.getsignal(signum) not in (signal.SIG_IGN, None):
+                    handler = self._ctrl_c if signum == signal.SIGINT else self._preempt
+                    self._previous[signum] = signal.signal(signum, handler)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        if self._previous is not None and signal.getsignal(signal.SIGINT) == self._request:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            if signal.getsignal(signum) in (self._ctrl_c, self._preempt):
+                signal.signal(signum, previous)
 
-    def _request(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)  # the next Ctrl-C raises KeyboardInterrupt at once
+    def _ctrl_c(self, signum: int, frame: Any) -> None:
+        self.vote = max(self.vote, _CTRL_C_VOTE)
+        signal.signal(signal.SIGINT, self._previous[signal.SIGINT])  # the next Ctrl-C raises KeyboardInterrupt at once
         if not self.in_loop:
             os.write(2, b"\nstopping at the next step; press Ctrl-C again to stop at once\n")
 
-    def check(self, accelerator: Any = None) -> None:
-        """Raise ``KeyboardInterrupt`` if Ctrl-C was pressed; with several processes, if it was in any of them
-        (every process must call this at the same point, or the others would wait for it forever)."""
-        requested = self.requested
+    def _preempt(self, signum: int, frame: Any) -> None:
+        self.vote = max(self.vote, _PREEMPTION_VOTE + signum)
+
+    def check(self, accelerator: Any = None) -> signal.Signals | None:
+        """The signal that stops the run, as all processes agree: a preemption signal if any process received one,
+        else SIGINT if Ctrl-C was pressed in any; None to go on. With several processes every process must call this
+        at the same point (one all-reduce of one number), or the others would wait for it."""
+        vote = self.vote
         if accelerator is not None and accelerator.num_processes > 1:
             import torch
 
-            flag = torch.tensor(int(requested), device=accelerator.device)
-            requested = bool(accelerator.reduce(flag, reduction="max").item())
-        if requested:
-            raise KeyboardInterrupt
+            flag = torch.tensor(vote, device=accelerator.device)
+            vote = int(accelerator.reduce(flag, reduction="max").item())
+        if not vote:
+            return None
+        return signal.SIGINT if vote == _CTRL_C_VOTE else signal.Signals(vote - _PREEMPTION_VOTE)
 
 
-def ignore_ctrl_c(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: Ctrl-C in a terminal reaches every process of the group; the run's main process
-    decides when to stop, and a worker that quit on its own would fail the next batch."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: Ctrl-C in a terminal reaches every process of the group, and a launcher sends
+    SIGTERM to each worker's whole process group; the run's main process decides when to stop, and a DataLoader
+    worker that quit on its own would fail the next batch."""
+    for signum in (signal.SIGINT, *PREEMPTION_SIGNALS):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def say(message: str) -> None:
@@ -89,54 +107,6 @@ def percent(fraction: float) -> str:
     return f"{100 * fraction:.1f} %"
 
 
-def launch_command(argv: Sequence[str] | None = None, num_processes: int = 1) -> list[str]:
-    """The command line that started this process: the interpreter as typed (``sys.orig_argv``), or ``accelerate
-    launch`` when it started the run (its own options cannot be seen from here and are summarised)."""
-    argv = list(sys.orig_argv if argv is None else argv)
-    if "ACCELERATE_DYNAMO_BACKEND" not in os.environ:  # set by `accelerate launch` only
-        return argv
-    script = next((i for i, arg in enumerate(argv) if arg.endswith(".py")), 1)
-    launch = ["accelerate", "launch"]
-    if num_processes > 1:
-        launch += ["--num_processes", str(num_processes)]
-    if os.environ.get("ACCELERATE_MIXED_PRECISION", "no") != "no":
-        launch += ["--mixed_precision", os.environ["ACCELERATE_MIXED_PRECISION"]]
-    return launch + argv[script:]
-
-
-def rerun_command(flags: Sequence[str], argv: Sequence[str] | None = None, num_processes: int = 1) -> str:
-    """The command that started the run, without its resume/overwrite flags, with ``flags`` added (for a run read
-    from a JSON/YAML file: the same command, after adding them to the file)."""
-    command, kept, i = launch_command(argv, num_processes), [], 0
-    while i < len(command):
-        arg = command[i]
-        name = arg.split("=", 1)[0]
-        i += 1
-        if name in _REPLACED_FLAGS:
-            i += "=" not in arg  # and its value
-            continue
-        if name in _BOOLEAN_FLAGS:
-            if "=" not in arg and i < len(command) and command[i].lower() in _BOOLEAN_VALUES:
-                i += 1
-            continue
-        kept.append(arg)
-    if kept and kept[-1].endswith(CONFIG_FILE_SUFFIXES) and kept[-2:-1] and kept[-2].endswith(".py"):
-        settings = ", ".join(f'"{flag.lstrip("-")}": {json.dumps(value)}' for flag, value in _pairs(flags))
-        return f"{shlex.join(kept)} after adding {settings} to {kept[-1]}"
-    return shlex.join([*kept, *flags])
-
-
-def _pairs(flags: Sequence[str]) -> list[tuple[str, Any]]:
-    """``["--a", "x", "--b"]`` -> ``[("--a", "x"), ("--b", True)]``."""
-    pairs: list[tuple[str, Any]] = []
-    for flag in flags:
-        if flag.startswith("--"):
-            pairs.append((flag, True))
-        else:
-            pairs[-1] = (pairs[-1][0], flag)
-    return pairs
-
-
 def interrupted_message(step: int, checkpoints: Sequence[Path], num_processes: int = 1) -> str:
     """What to do after Ctrl-C at ``step``, given the run's complete checkpoints (oldest first)."""
     if checkpoints:
@@ -147,6 +117,19 @@ def interrupted_message(step: int, checkpoints: Sequence[Path], num_processes: i
     return (
         f"stopped at step {step}, before the first checkpoint: nothing to resume. Start again with: "
         + rerun_command(["--overwrite_output_dir"], num_processes=num_processes)
+    )
+
+
+def preempted_message(signum: int, step: int, num_processes: int = 1) -> str:
+    """What to do after a scheduler's signal stopped the run at ``step``, a checkpoint of which it saved (none at step
+    0): the same command with ``--resume_from_checkpoint latest``, which also starts afresh a run that had not begun."""
+    command = rerun_command(["--resume_from_checkpoint", "latest"], num_processes=num_processes)
+    name = signal.Signals(signum).name
+    if step == 0:
+        return f"{name} stopped the run before its first step: nothing is lost. Start it again with: {command}"
+    return (
+        f"{name} stopped the run at step {step}, after a checkpoint of that step: nothing is lost. Resume with: "
+        + command
     )
 
 
@@ -196,10 +179,9 @@ __all__ = [
     "StopRequest",
     "final_summary",
     "finished_message",
-    "ignore_ctrl_c",
+    "ignore_stop_signals",
     "interrupted_message",
-    "launch_command",
-    "rerun_command",
+    "preempted_message",
     "say",
     "skipped_message",
 ]

@@ -1,8 +1,9 @@
 """SimCLR pretraining with Accelerate: one loop for a laptop CPU, one GPU, or many GPUs on many machines.
 
-:func:`train_step` is one SimCLR step; :func:`pretrain` is the whole run, phase by phase: start the run, load the
-data, build the model and optimiser, resume, measure the untrained baseline, train (with the periodic actions
-:func:`log_progress`, :func:`save_checkpoint_if_due` and :func:`monitor_if_due`), finish.
+:func:`train_step` is one SimCLR step; :func:`pretrain` is the whole run, phase by phase: start the run, find the
+checkpoint to resume from and check that it belongs to this run, load the data, build the model and optimiser, resume,
+measure the untrained baseline, train (with the periodic actions :func:`log_progress`, :func:`save_checkpoint_if_due`
+and :func:`monitor_if_due`, and :func:`stop_if_requested` after every step), finish.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import math
 import resource
 import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,17 +27,24 @@ from tqdm.auto import tqdm
 
 from ..augment import SimCLRGPUAugment
 from ..data import load_image_dataset
-from ..errors import NonFiniteLossError, RunInterrupted, UsageError
+from ..errors import NonFiniteLossError, RunInterrupted, RunPreempted, UsageError
 from ..hub import records
 from ..hub.card import write_model_card
 from ..hub.export import export_timm_encoder, save_model
 from ..hub.output_lock import OutputDirLock
 from ..modeling_simclr import SimCLRModel
-from . import console
+from . import console, run_identity
 from .arguments import PretrainArguments
-from .checkpoint import TrainState, checkpoint_dirs, choose_checkpoint, save_checkpoint
+from .checkpoint import (
+    Resumable,
+    TrainState,
+    checkpoint_dirs,
+    choose_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .components import TrainingData, augment_recipe, build_model, build_optimizer, build_training_data
-from .distributed import is_collective_failure, lost_peer, process_group_kwargs
+from .distributed import is_collective_failure, lost_peer, main_process_decides, process_group_kwargs
 from .grad_cache import grad_cache_step
 from .monitor import KnnMonitor
 from .optim import apply_hyperparameters, hyperparameters
@@ -142,6 +151,7 @@ class Run:
     metrics: dict[str, float] = field(default_factory=dict)  # the last log row's
     collapse_step: int | None = None  # the first step of a representation collapse
     last_knn: tuple[int, dict[str, float]] | None = None  # the step of the monitor's last run and its accuracies
+    checkpointed_step: int = 0  # the step of the newest checkpoint, written or resumed from
 
     @property
     def device(self) -> torch.device:
@@ -170,13 +180,27 @@ class Run:
         model = self.accelerator.unwrap_model(self.model)
         return getattr(model, "_orig_mod", model)
 
+    def resumable(self) -> Resumable:
+        return Resumable(self.unwrapped_model(), self.optimizer, self.scheduler, self.state)
+
+
+@dataclass
+class Resumption:
+    """The checkpoint a run resumes from, and the settings that define the run which it changes (asked for with
+    ``--allow_run_changes``), as ``{name: [the checkpoint's, this run's]}``."""
+
+    path: Path
+    changes: dict[str, list[Any]]
+
 
 def pretrain(args: PretrainArguments) -> dict[str, Any]:
     """Run SimCLR pretraining as `args` describe; returns the final metrics. Saves the model to `args.output_dir`.
 
     ``--resume_from_checkpoint latest`` in a folder whose run finished changes nothing and returns that run's
     results; a checkpoint named by its folder resumes from there and finishes the run again. Ctrl-C raises
-    :class:`~hf_simclr.errors.RunInterrupted`, whose message names the last checkpoint and the command that resumes.
+    :class:`~hf_simclr.errors.RunInterrupted`, whose message names the last checkpoint and the command that resumes;
+    SIGTERM or SIGUSR1 (a scheduler's) saves a checkpoint of the last step, then raises
+    :class:`~hf_simclr.errors.RunPreempted`.
     """
     args = args.resolved()
     log_with = None if args.report_to == "none" else args.report_to
@@ -191,9 +215,11 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
             "--grad_cache_chunk"
         )
     # the output folder is this run's until it ends: writable, and no other run writes there meanwhile
-    with OutputDirLock(args.output_dir, hold=accelerator.is_main_process):
+    with OutputDirLock(args.output_dir, hold=False) as lock:
         run = None
         try:
+            # the main process alone holds it; its refusal ends every process at once
+            main_process_decides(accelerator, lock.acquire)
             start_run(args, accelerator)
             # `latest` in a finished run: nothing to resume (a checkpoint named by its folder resumes from there)
             finished = records.finished_run(args.output_dir) if args.resume_from_checkpoint == "latest" else None
@@ -202,16 +228,19 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
                     console.say(console.finished_message(args.output_dir, finished))
                 return finished
             with console.StopRequest() as stop:
+                resumption = checkpoint_to_resume(args, accelerator)
                 run = build_run(args, accelerator)
-                stop.check(accelerator)
-                resume(run)
+                resume(run, resumption)
+                stop_if_requested(run, stop)
                 write_run_records(run)
                 accelerator.init_trackers("simclr", config=tracker_config(run))
                 print_summary(run)
                 measure_baseline(run)
-                stop.check(accelerator)
+                stop_if_requested(run, stop)
                 train(run, stop)
                 return finish(run)
+        except RunPreempted:
+            raise
         except KeyboardInterrupt:
             step = run.state.step if run is not None else 0
             checkpoints = checkpoint_dirs(Path(args.output_dir) / records.CHECKPOINTS)
@@ -255,33 +284,51 @@ def build_run(args: PretrainArguments, accelerator: Accelerator) -> Run:
         augment_recipe(args), mean=config.image_mean, std=config.image_std, compile_ops=args.compile
     ).to(device)
     run = Run(args, accelerator, data, model, optimizer, scheduler, augment, lr, monitor)
-    # The scheduler is stepped by hand once per optimizer step (Accelerate's wrapper would step it per process).
-    accelerator.register_for_checkpointing(run.state, scheduler)
+    run.state.definition = run_identity.definition(args, world)
     return run
 
 
-def resume(run: Run) -> None:
-    """Load the full training state of ``--resume_from_checkpoint``: weights, optimiser state, RNGs, step.
+def checkpoint_to_resume(args: PretrainArguments, accelerator: Accelerator) -> Resumption | None:
+    """The checkpoint ``--resume_from_checkpoint`` names, found to belong to this run before any data is loaded (see
+    :mod:`.run_identity`); None to start afresh: without the flag, or with ``latest`` and no checkpoint yet, so that
+    one command serves the first start and every restart."""
+    if not args.resume_from_checkpoint:
+        return None
+    root = Path(args.output_dir) / records.CHECKPOINTS
+    chosen = choose_checkpoint(accelerator, args.resume_from_checkpoint, root)
+    if chosen is None:
+        if accelerator.is_main_process:
+            console.say(f"no checkpoint in {root} yet: starting afresh at step 0")
+        return None
+    path, saved = chosen
+    where = f"--resume_from_checkpoint {args.resume_from_checkpoint}: the checkpoint of step {saved['step']}"
+    current = run_identity.definition(args, accelerator.num_processes)
+    return Resumption(path, run_identity.changed_settings(saved["run"], current, where, args.allow_run_changes))
+
+
+def resume(run: Run, resumption: Resumption | None) -> None:
+    """Load the full training state of the checkpoint: weights, optimiser state, schedule, random generators, step.
 
     The schedule and optimiser settings are this run's (``--learning_rate``, ``--lr_scaling``, ``--warmup_epochs``,
     ``--epochs`` / ``--max_steps``, ``--weight_decay``), applied from the checkpoint's step on: resuming with a lower
-    learning rate lowers it. ``latest`` with no checkpoint yet starts afresh, so one command serves the first start
-    and every restart.
+    learning rate lowers it.
     """
-    if not run.args.resume_from_checkpoint:
-        return
-    path = choose_checkpoint(run.accelerator, run.args.resume_from_checkpoint, run.checkpoint_root)
-    is_main = run.accelerator.is_main_process
-    if path is None:
-        if is_main:
-            console.say(f"no checkpoint in {run.checkpoint_root} yet: starting afresh at step 0")
+    if resumption is None:
         return
     settings = hyperparameters(run.optimizer)
-    run.accelerator.load_state(str(path))
+    load_checkpoint(run.accelerator, resumption.path, run.resumable(), run.args.resume_from_checkpoint)
     saved_lr = run.scheduler.base_lrs[0]
     apply_hyperparameters(run.scheduler, settings)
-    if is_main:
-        console.say(f"resumed from {path} at step {run.state.step}")
+    run.checkpointed_step = run.state.step
+    if resumption.changes:
+        run.state.changes.append({"step": run.state.step, "changes": resumption.changes})
+    if run.accelerator.is_main_process:
+        console.say(f"resumed from {resumption.path} at step {run.state.step}")
+        if resumption.changes:
+            console.say(
+                f"settings that define the run changed, as --allow_run_changes asks: "
+                f"{run_identity.change_line(resumption.changes)} (results.json and the model card record it)"
+            )
         if not math.isclose(saved_lr, run.learning_rate):
             console.say(f"learning rate {run.learning_rate:.4g} from here on (the checkpoint's: {saved_lr:.4g})")
 
@@ -339,7 +386,7 @@ def print_summary(run: Run) -> None:
 
 def train(run: Run, stop: console.StopRequest | None = None) -> None:
     """Steps until ``total_steps``, epoch by epoch, with the periodic actions after each step; stops between two
-    steps when ``stop`` was requested (Ctrl-C)."""
+    steps when ``stop`` was requested (Ctrl-C, or a scheduler's signal: see :func:`stop_if_requested`)."""
     stop = stop or console.StopRequest()
     stop.in_loop = True
     data, state = run.data, run.state
@@ -365,10 +412,10 @@ def train(run: Run, stop: console.StopRequest | None = None) -> None:
                 log_progress(run, losses, progress)
                 save_checkpoint_if_due(run, losses)
                 monitor_if_due(run)
-                if run.accelerator.num_processes == 1 or state.step % run.args.log_every == 0:
-                    stop.check(run.accelerator)  # several processes: where they synchronise anyway
                 if state.step >= data.total_steps:
                     break
+                # every step: a stop asked of any process reaches all of them before the next step
+                stop_if_requested(run, stop, losses)
             if state.step == step_before:  # a stream with fewer readable images than one batch: never any step
                 raise UsageError(
                     f"process {run.rank} read a whole pass over its data without one batch of "
@@ -420,11 +467,33 @@ def warn_if_collapsed(run: Run, losses: LossTracker, progress: tqdm) -> None:
         )
 
 
+def stop_if_requested(run: Run, stop: console.StopRequest, losses: LossTracker | None = None) -> None:
+    """Stop if any process was asked to (every process calls this at the same points): Ctrl-C raises
+    ``KeyboardInterrupt``; SIGTERM or SIGUSR1 (a scheduler about to end the job) first saves a checkpoint of the last
+    step if it has none, then raises :class:`RunPreempted`, whose message says how to resume."""
+    signum = stop.check(run.accelerator)
+    if signum is None:
+        return
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    if run.state.step > run.checkpointed_step and losses is not None:
+        save_checkpoint_now(run, losses)
+    processes = run.accelerator.num_processes
+    message = console.preempted_message(signum, run.state.step, processes) if run.accelerator.is_main_process else ""
+    raise RunPreempted(message, signum)
+
+
 def save_checkpoint_if_due(run: Run, losses: LossTracker) -> None:
-    """Every ``--checkpointing_steps`` steps: the full training state, if every loss so far was finite."""
+    """Every ``--checkpointing_steps`` steps: :func:`save_checkpoint_now`."""
     if run.args.checkpointing_steps and run.state.step % run.args.checkpointing_steps == 0:
-        losses.check_finite(run.accelerator, run.checkpoint_root)
-        save_checkpoint(run.accelerator, run.checkpoint_root, run.state.step, run.args.checkpoints_total_limit)
+        save_checkpoint_now(run, losses)
+
+
+def save_checkpoint_now(run: Run, losses: LossTracker) -> None:
+    """The full training state now, if every loss so far was finite."""
+    losses.check_finite(run.accelerator, run.checkpoint_root)
+    save_checkpoint(run.accelerator, run.checkpoint_root, run.resumable(), run.args.checkpoints_total_limit)
+    run.checkpointed_step = run.state.step
 
 
 def monitor_if_due(run: Run) -> None:
@@ -443,8 +512,9 @@ def finish(run: Run) -> dict[str, Any]:
     """The last checkpoint, the final kNN accuracy, then (main process) the model, its card, plots and results; export
     and push if asked; a summary. Returns the final metrics."""
     args, state, accelerator = run.args, run.state, run.accelerator
-    if not args.checkpointing_steps or state.step % args.checkpointing_steps:
-        save_checkpoint(accelerator, run.checkpoint_root, state.step, args.checkpoints_total_limit)
+    if run.checkpointed_step != state.step:
+        save_checkpoint(accelerator, run.checkpoint_root, run.resumable(), args.checkpoints_total_limit)
+        run.checkpointed_step = state.step
     skipped = skipped_images_message(run)
     dataset_name, dataset_id = records.dataset_names(args.dataset)
     results = {**run.metrics, "steps": state.step, "global_batch_size": run.data.global_batch}
@@ -452,6 +522,8 @@ def finish(run: Run) -> dict[str, Any]:
     results.update(dataset=dataset_name, dataset_id=dataset_id)
     if run.collapse_step is not None:
         results["representation_collapse_step"] = run.collapse_step
+    if state.changes:  # resumed with other data, seed, ...: both are part of this model's story
+        results["run_changes"] = records.public_run_changes(state.changes)
     if accelerator.is_main_process:
         if skipped:
             console.say(skipped)

@@ -209,7 +209,7 @@ def test_the_cli_parser_is_transformers_own():
 
 
 def test_the_resume_command_replaces_the_flags_of_the_interrupted_one():
-    from hf_simclr.training.console import rerun_command
+    from hf_simclr.training.relaunch import Launch, rerun_command
 
     resume = ["--resume_from_checkpoint", "latest"]
     argv = [
@@ -222,12 +222,41 @@ def test_the_resume_command_replaces_the_flags_of_the_interrupted_one():
         "--epochs",
         "3",
     ]
-    assert rerun_command(resume, argv) == "python scripts/pretrain.py --output_dir 'my run' --epochs 3 " + " ".join(
-        resume
+    assert rerun_command(resume, Launch(argv)) == "python scripts/pretrain.py --output_dir 'my run' --epochs 3 " + (
+        " ".join(resume)
     )
     argv = ["python", "scripts/pretrain.py", "--resume-from-checkpoint=runs/x/checkpoints/step_00000004"]
-    assert rerun_command(["--overwrite_output_dir"], argv) == "python scripts/pretrain.py --overwrite_output_dir"
+    assert (
+        rerun_command(["--overwrite_output_dir"], Launch(argv)) == "python scripts/pretrain.py --overwrite_output_dir"
+    )
     # arguments from a file: the same command once the file says so
-    assert rerun_command(resume, ["python", "scripts/pretrain.py", "run.yaml"]) == (
+    assert rerun_command(resume, Launch(["python", "scripts/pretrain.py", "run.yaml"])) == (
         'python scripts/pretrain.py run.yaml after adding "resume_from_checkpoint": "latest" to run.yaml'
+    )
+
+
+def test_the_resume_command_sets_the_launch_environment_as_a_shell_reads_it():
+    from hf_simclr.training.relaunch import Launch, rerun_command
+
+    argv = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "scripts/pretrain.py", "--epochs", "3"]
+    environment = {"ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": "0, 1"}
+    command = rerun_command(["--resume_from_checkpoint", "latest"], Launch(argv, environment))
+    assert command == (
+        "ACCELERATE_USE_CPU=true CUDA_VISIBLE_DEVICES='0, 1' accelerate launch --multi_gpu --num_processes 2 "
+        "scripts/pretrain.py --epochs 3 --resume_from_checkpoint latest"
+    )
+    shell = subprocess.run(["bash", "-c", f"{command.split(' accelerate ')[0]} env"], capture_output=True, text=True)
+    assert {"ACCELERATE_USE_CPU=true", "CUDA_VISIBLE_DEVICES=0, 1"} <= set(shell.stdout.splitlines())
+
+
+def test_a_launch_that_cannot_be_read_says_which_parts_to_keep(monkeypatch):
+    from hf_simclr.training.relaunch import launch_of_this_process, rerun_command
+
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "no")  # what `accelerate launch` sets in every process it starts
+    monkeypatch.setattr(sys, "orig_argv", ["/usr/bin/python3", "-u", "scripts/pretrain.py", "--epochs", "3"])
+    launch = launch_of_this_process(num_processes=2, proc=Path("/nonexistent"))
+    assert rerun_command(["--resume_from_checkpoint", "latest"], launch) == (
+        "accelerate launch --num_processes 2 scripts/pretrain.py --epochs 3 --resume_from_checkpoint latest, with "
+        "the environment variables and accelerate launch options (--multi_gpu, --config_file, ...) this run was "
+        "started with"
     )

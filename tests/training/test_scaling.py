@@ -1,5 +1,6 @@
 """N processes train the one-process model, two machines train the model of two processes on one, a killed worker
-is restarted by the launcher and costs nothing, and a hung one cannot hold the others past --ddp_timeout.
+is restarted by the launcher and costs nothing, a hung one cannot hold the others past --ddp_timeout, and a refusal
+of the main process ends every process at once.
 
 Every run here starts real gloo processes (``accelerate launch --multi_gpu`` with ``ACCELERATE_USE_CPU=true``) and
 each test asserts from the run's own records how many took part.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ from helpers import TINY_PRETRAIN, free_port, kill_tree, launched_workers, pretr
 from pretrain_runs import FinishedRun, groupnorm_run
 from safetensors.torch import load_file
 
+from hf_simclr.hub.output_lock import OutputDirLock
 from hf_simclr.hub.records import read_train_log
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -41,8 +44,8 @@ def assert_processes(run: FinishedRun, count: int) -> None:
     assert run.results()["num_processes"] == count
     checkpoint = run.folder / "checkpoints" / "step_00000008"
     assert json.loads((checkpoint / "checkpoint.json").read_text())["num_processes"] == count
-    assert sorted(p.name for p in checkpoint.glob("random_states_*.pkl")) == [
-        f"random_states_{rank}.pkl" for rank in range(count)
+    assert sorted(p.name for p in checkpoint.glob("random_states_*")) == [
+        f"random_states_{rank}.safetensors" for rank in range(count)
     ]
 
 
@@ -131,17 +134,22 @@ def test_a_hung_peer_fails_the_run_after_ddp_timeout(groupnorm_dataset, tmp_path
     assert "--ddp_timeout 5 s" in lines[0] and "--resume_from_checkpoint latest" in lines[0]
 
 
-def test_a_restart_after_a_usage_error_ends_instead_of_hanging(groupnorm_dataset, tmp_path):
-    # both attempts of both workers must reach their own error: restarted workers that met their predecessors'
-    # addresses in the launcher's store would instead wait in the process group's setup until the timeout
+def test_a_run_refused_by_the_lock_ends_at_once_on_every_process_and_every_restart(groupnorm_dataset, tmp_path):
+    # only the main process takes the output folder's lock: the others must end with its refusal, not wait for it
+    # until --ddp_timeout and then claim a lost peer; and both attempts of both workers must reach that refusal:
+    # restarted workers that met their predecessors' addresses in the launcher's store would instead wait in the
+    # process group's setup until the timeout
     folder, log = tmp_path / "taken", tmp_path / "taken.log"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")  # another run's folder: every process refuses it
     args = [*TINY_PRETRAIN, "--dataset", str(groupnorm_dataset / "train.parquet"), "--output_dir", str(folder)]
-    launcher = start_pretrain(pretrain_command([*args, "--ddp_timeout", "120"], 2, max_restarts=1), log)
-    try:
-        code = launcher.wait(timeout=600)
-    finally:
-        kill_tree(launcher)
-    refusals = [line for line in log.read_text().splitlines() if "holds another run" in line]
-    assert code != 0 and len(refusals) == 4, log.read_text()[-4000:]  # 2 workers x 2 attempts
+    with OutputDirLock(folder):  # another run's
+        started = time.monotonic()
+        launcher = start_pretrain(pretrain_command([*args, "--ddp_timeout", "120"], 2, max_restarts=1), log)
+        try:
+            code = launcher.wait(timeout=600)
+        finally:
+            kill_tree(launcher)
+        seconds = time.monotonic() - started
+    output = log.read_text()
+    refusals = [line for line in output.splitlines() if line.startswith(f"error: --output_dir {folder} is in use")]
+    assert code != 0 and len(refusals) == 4, output[-4000:]  # 2 workers x 2 attempts
+    assert "lost contact" not in output and seconds < 120, output[-4000:]  # nobody waited for the timeout
