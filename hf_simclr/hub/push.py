@@ -15,6 +15,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HFValidationError
@@ -58,6 +59,7 @@ IGNORE_PATTERNS = [
     "timm/",
     LOCK_FILE,  # left by a run that was killed
     ".*.partial",  # a JSON record being written when a run was killed (hf_simclr.hub.records.write_json)
+    ".shards/",  # the shards of an embedding in progress (hf_simclr.search.embed)
 ]
 WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
 
@@ -180,17 +182,20 @@ def _upload(
     token: str | None,
     retry: str,
     replaced: Mapping[str, bytes],
+    repo_type: str = "model",
+    **create_kwargs: Any,
 ) -> str:
     api = HfApi(token=token)
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, **create_kwargs)
         if revision and revision != "main":  # the Hub commits only to existing branches
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type=repo_type)
         info = api.create_commit(
             repo_id=repo_id,
             operations=_operations(folder, replaced),
             revision=revision,
             commit_message=commit_message,
+            repo_type=repo_type,
         )
     except Exception as err:  # any failure (HTTP, network, disk) gets the same retry advice
         status = getattr(getattr(err, "response", None), "status_code", None)
