@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..data import DEFAULT_LABEL_COLUMN, find_label_column, load_image_dataset
 from ..errors import RunFailure, UsageError
+from ..hub.locate import check_local_or_hub
 from ..hub.output_lock import OutputDirLock
 from ..hub.records import write_json
 from .arguments import EmbedArguments
@@ -186,10 +187,15 @@ def embed_dataset(args: EmbedArguments) -> Path:
     """Run the embedding ``args`` describe on this process (one of ``accelerate launch``'s, or alone); returns the
     output folder. Only the main process names the shards and pushes."""
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    state = PartialState()
+    from ..training.distributed import main_process_decides
+
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as Accelerator() reads it
     output_dir = Path(args.output_dir)
-    with OutputDirLock(output_dir, hold=state.is_main_process):
+    check_local_or_hub(args.model, "--model")
+    with OutputDirLock(output_dir, hold=False) as lock:
+        main_process_decides(state, lock.acquire)  # the main process alone holds it; its refusal ends every process
         with state.main_process_first():  # the main process downloads the dataset; the others read its cache
             dataset = load_image_dataset(
                 args.dataset, args.split, args.image_column, args.streaming, check=0, **args.load_kwargs()
@@ -201,18 +207,17 @@ def embed_dataset(args: EmbedArguments) -> Path:
         if label_column is not None and label_column not in (dataset.column_names or []):
             raise UsageError(f"label column {label_column!r} not found; available columns: {dataset.column_names}")
         settings = _settings(args, label_column)
-        status = _check_folder(output_dir, settings, args.overwrite_output_dir) if state.is_main_process else None
-        status = _broadcast(state, status)
+        status = main_process_decides(state, lambda: _check_folder(output_dir, settings, args.overwrite_output_dir))
         if status == "done":
             if state.is_main_process:
                 print(f"{output_dir} already holds this embedding: nothing to do")
         else:
+            embedder = ImageEmbedder.from_pretrained(args.model, device=state.device, bf16=args.bf16)
             shards_dir = output_dir / SHARDS
             if state.is_main_process:
                 shards_dir.mkdir(parents=True, exist_ok=True)
                 write_json(shards_dir / RUN, settings)
             state.wait_for_everyone()
-            embedder = ImageEmbedder.from_pretrained(args.model, device=state.device, bf16=args.bf16)
             started = time.perf_counter()
             encoded, num_rows = _embed_shards(args, state, dataset, label_column, embedder, shards_dir)
             state.wait_for_everyone()
@@ -225,14 +230,6 @@ def embed_dataset(args: EmbedArguments) -> Path:
 
         print(pushed_line(push_embeddings(output_dir, args.push_to_hub, private=args.private)))
     return output_dir
-
-
-def _broadcast(state: Any, value: str | None) -> str:
-    if state.num_processes == 1:
-        return value
-    from accelerate.utils import broadcast_object_list
-
-    return broadcast_object_list([value])[0]
 
 
 def _embed_shards(
@@ -367,7 +364,7 @@ def _failed_file(shards_dir: Path, shard: int) -> Path:
 def _num_processes() -> int:
     from accelerate import PartialState
 
-    return PartialState().num_processes
+    return PartialState().num_processes  # the state embed_dataset set up
 
 
 def _class_names(output_dir: Path, split: str, label_column: str | None) -> list[str] | None:
