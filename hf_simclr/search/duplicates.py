@@ -42,7 +42,7 @@ def find_duplicates(index: EmbeddingIndex, threshold: float = 0.98, max_per_imag
     k = min(max_per_image + 1, len(index))  # + 1: an image finds itself first
     for start in range(0, len(index), QUERY_BATCH):
         rows = range(start, min(start + QUERY_BATCH, len(index)))
-        queries = np.asarray(index.embeddings.select(rows)[EMBEDDING], dtype=np.float32)
+        queries = np.asarray(index.embeddings[rows.start : rows.stop][EMBEDDING], dtype=np.float32)
         for row, found in zip(rows, index.search(queries, k), strict=True):
             for neighbour in found:
                 if neighbour.row != row and neighbour.score >= threshold:
