@@ -294,6 +294,15 @@ class PushArguments:
     )
     timm_dir: str | None = field(default=None, metadata={"help": "folder of the timm-native export (with --timm_repo)"})
     commit_message: str = field(default="Upload SimCLR model", metadata={"help": "message of the commit"})
+    space: str | None = field(
+        default=None,
+        metadata={
+            "help": "also create or update a Gradio Space (org/name-demo) that searches --space_index with the model"
+        },
+    )
+    space_index: str | None = field(
+        default=None, metadata={"help": "Hub dataset id of the embedded dataset the Space searches (with --space)"}
+    )
 
 
 def parse_push_args(
@@ -316,7 +325,12 @@ def push_run(output_dir: str | Path, repo_id: str, args: PushArguments) -> list[
     """
     if bool(args.timm_repo) != bool(args.timm_dir):
         raise UsageError("--timm_repo and --timm_dir go together: pass both, or neither")
-    for repo in filter(None, (repo_id, args.timm_repo)):
+    if bool(args.space) != bool(args.space_index):
+        raise UsageError(
+            "--space and --space_index go together: pass the Space and the embedded dataset it searches "
+            "(scripts/embed_dataset.py --push_to_hub org/name)"
+        )
+    for repo in filter(None, (repo_id, args.timm_repo, args.space, args.space_index)):
         check_repo_id(repo)
     validate_model_folder(output_dir, kind="simclr")
     if args.timm_dir:
@@ -334,4 +348,8 @@ def push_run(output_dir: str | Path, repo_id: str, args: PushArguments) -> list[
     urls = [push_folder_to_hub(output_dir, repo_id, commit_message=message, timm_repo=args.timm_repo, **common)]
     if args.timm_repo:
         urls.append(push_timm_folder_to_hub(args.timm_dir, args.timm_repo, model_repo=repo_id, **common))
+    if args.space:
+        from ..demo.space import push_space
+
+        urls.append(push_space(args.space, repo_id, args.space_index, private=args.private))
     return urls
