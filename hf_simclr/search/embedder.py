@@ -72,15 +72,5 @@ class ImageEmbedder:
             features = pooled_features(self.model(pixel_values=pixel_values.to(self.device))).float()
         return nn.functional.normalize(features, dim=1).cpu()
 
-    @property
-    def dim(self) -> int:
-        return int(getattr(self.model, "num_features", 0) or self.embed_images([_blank()]).shape[1])
-
-
-def _blank() -> Any:
-    from PIL import Image
-
-    return Image.new("RGB", (32, 32))
-
 
 __all__ = ["ImageEmbedder", "default_device"]
