@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
+from ..configuration_simclr import check_image_processor_config
 from ..data import DatasetArguments, find_held_out_split, load_labelled_split
 from ..errors import UsageError
 from ..hub.card import update_model_card
@@ -69,6 +70,10 @@ def load_encoder(model_id: str, random_init: bool = False, seed: int = 0) -> tup
                 "AutoImageProcessor.save_pretrained next to the model"
             ) from error
         processor = build_image_processor(model.config)
+    try:  # any model's processor, not only a SimCLR one's: a size of 16000 px would allocate gigabytes per image
+        check_image_processor_config(processor.to_dict(), f"--model {model_id}: its image processor")
+    except ValueError as error:
+        raise UsageError(str(error)) from error
     return model.eval(), processor
 
 

@@ -26,6 +26,7 @@ from ..errors import HubPushError, InvalidModelFolderError, UsageError
 from . import records
 from .card import model_card_for_repo, timm_model_card
 from .output_lock import LOCK_FILE
+from .saved_weights import check_saved_weights
 
 __all__ = [
     "HubPushError",
@@ -55,6 +56,7 @@ IGNORE_PATTERNS = [
     "*.pyc",
     "__pycache__/",
     ".saving-*/",
+    ".converting-*/",  # the scratch folder of an interrupted official-checkpoint conversion
     f"{records.CHECKPOINTS}/",
     "timm/",
     LOCK_FILE,  # left by a run that was killed
@@ -100,7 +102,9 @@ def _safetensors_problem(path: Path) -> str | None:
 
 
 def validate_model_folder(folder: str | Path, *, kind: str = "simclr") -> Path:
-    """Check that `folder` holds a saved model of `kind` ("simclr" or "timm") before anything is uploaded.
+    """Check that `folder` holds a saved model of `kind` ("simclr" or "timm") before anything is uploaded: a config
+    that validates, complete safetensors files of finite floating-point weights and, for "simclr", exactly the
+    weights its config describes.
 
     Raises:
         InvalidModelFolderError: with one line naming the problem and how to fix it.
@@ -147,6 +151,11 @@ def validate_model_folder(folder: str | Path, *, kind: str = "simclr") -> Path:
     problems = [p for p in (_safetensors_problem(folder / shard) for shard in shards) if p]
     if problems:  # never upload weights that would load as garbage, or not at all
         raise InvalidModelFolderError(f"{folder}: {'; '.join(problems)}: save the model again or {fix}")
+    try:
+        check_saved_weights([folder / shard for shard in shards], config, kind)
+    except (ValueError, TypeError) as err:
+        reason = " ".join(str(err).split())
+        raise InvalidModelFolderError(f"{folder}: {reason}: save the model again or {fix}") from None
     return folder
 
 
