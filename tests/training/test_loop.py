@@ -106,7 +106,9 @@ def test_resuming_with_another_learning_rate_applies_it_and_records_it(small_dat
     assert json.loads((first / "training_args.json").read_text())["learning_rate"] == 0.03
     scaled = 0.03 * 16 / 256
     assert json.loads((first / "results.json").read_text())["learning_rate"] == pytest.approx(scaled)
-    assert f"| learning rate | {scaled:g} |" in (first / "README.md").read_text()
+    card = (first / "README.md").read_text()
+    assert "| base learning rate (`--learning_rate`) | 0.03 |" in card
+    assert f"| learning rate | {scaled:.4g} = 0.03 x B / 256, B = 16 (the global batch; " in card
 
 
 def test_a_string_label_column_keeps_the_knn_monitor_on(tmp_path):
