@@ -38,6 +38,7 @@ from .arguments import parse_finetune_args as parse_args
 from .features import ImageProcessorCollate
 from .linear_eval import load_train_and_held_out
 from .linear_probe import class_balanced_split
+from .metrics import check_classes, left_out, not_reported_line, top5_defined
 
 
 class CropFlipDataset(Dataset):
@@ -143,7 +144,11 @@ def _loaders(
 
 
 @torch.no_grad()
-def _evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator) -> dict[str, float]:
+def _evaluate(
+    model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, num_classes: int
+) -> dict[str, float]:
+    """Top-1 accuracy on the held-out batches, and top-5 where ``num_classes`` (those trained on) makes it mean
+    something."""
     model.eval()
     correct1 = correct5 = total = 0
     for batch in tqdm(loader, desc="test", disable=not accelerator.is_local_main_process):
@@ -153,7 +158,10 @@ def _evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerat
         correct1 += (top[:, 0] == labels).sum().item()
         correct5 += (top == labels[:, None]).any(dim=1).sum().item()
         total += len(labels)
-    return {"finetune_top1": correct1 / max(total, 1), "finetune_top5": correct5 / max(total, 1)}
+    metrics = {"finetune_top1": correct1 / max(total, 1)}
+    if top5_defined(num_classes):
+        metrics["finetune_top5"] = correct5 / max(total, 1)
+    return metrics
 
 
 def finetune(args: FinetuneArguments) -> dict[str, float]:
@@ -168,7 +176,10 @@ def finetune(args: FinetuneArguments) -> dict[str, float]:
 def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, float]:
     set_seed(args.seed)
     (train_ds, label_column, class_names), (test_ds, _, _), split = load_train_and_held_out(args)
-    kept, _ = class_balanced_split(torch.tensor(train_ds[label_column]), args.label_fraction, args.seed)
+    labels = torch.tensor(train_ds[label_column])
+    num_classes = len(labels.unique())  # the classes the classifier learns (a sample keeps one image of each)
+    check_classes(num_classes, f"the training split {args.train_split!r}")
+    kept, _ = class_balanced_split(labels, args.label_fraction, args.seed)
     train_ds = train_ds.select(kept.tolist())
     model = _load_model(args, class_names)
     batch_size = _batch_size(args, len(train_ds), accelerator)
@@ -189,8 +200,10 @@ def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, fl
     replaced = _train(args, accelerator, model, optimizer, scheduler, train_loader, total_steps, log)
     if replaced:
         accelerator.print(f"replaced {replaced} unreadable images with other images of the training split")
-    metrics = _evaluate(model, test_loader, accelerator)
+    metrics = _evaluate(model, test_loader, accelerator, num_classes)
     accelerator.print(", ".join(f"{key} {100 * value:.2f}%" for key, value in metrics.items()))
+    if line := not_reported_line(left_out((), None, num_classes, top5="finetune_top5")):
+        accelerator.print(line)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with writing(output_dir, "the fine-tuned model"):

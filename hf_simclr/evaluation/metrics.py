@@ -29,26 +29,32 @@ def top5_defined(num_classes: int) -> bool:
     return num_classes >= TOP5_MIN_CLASSES
 
 
+def too_few_classes(num_classes: int, what: str) -> str | None:
+    """Why labels of fewer than two classes define no accuracy (``what`` names the data), or None."""
+    if num_classes >= MIN_CLASSES:
+        return None
+    return f"{what} has {num_classes} class{'es' * (num_classes != 1)}: accuracy needs at least {MIN_CLASSES}"
+
+
 def check_classes(num_classes: int, what: str) -> None:
     """Refuse labels of fewer than two classes: every prediction would be right. ``what`` names the data."""
-    if num_classes < MIN_CLASSES:
+    if reason := too_few_classes(num_classes, what):
         raise UsageError(
-            f"{what} has {num_classes} class{'es' * (num_classes != 1)}: accuracy needs at least {MIN_CLASSES} (with "
-            "one, every prediction is right); pass a dataset with several classes (--dataset, --label_column)"
+            f"{reason} (with one, every prediction is right); pass a dataset with several classes (--dataset, "
+            "--label_column)"
         )
 
 
 def left_out(ks: Sequence[int], bank_size: int | None, num_classes: int | None, top5: str | None = None) -> list[str]:
-    """Why the metrics these rules drop are not reported, one phrase each: kNN at each k of ``ks`` larger than
-    ``bank_size``, and the top-5 metric named ``top5`` when there are too few classes."""
+    """Why the metrics these rules drop are not reported, one phrase each naming the metric's key: kNN at each k of
+    ``ks`` larger than ``bank_size``, and the top-5 metric ``top5`` (a key) when there are too few classes."""
     reasons = []
     if bank_size is not None:
-        too_large = [k for k in ks if k > bank_size]
-        if too_large:
-            names = ", ".join(f"k={k}" for k in too_large)
-            reasons.append(f"kNN at {names} (the {bank_size} training images are fewer than k)")
+        reasons += [
+            f"knn_top1_k{k} (the {bank_size} training images are fewer than k={k})" for k in ks if k > bank_size
+        ]
     if top5 and num_classes is not None and not top5_defined(num_classes):
-        reasons.append(f"{top5} ({num_classes} classes: the top five hold them all)")
+        reasons.append(f"{top5} ({num_classes} classes: the top five always hold the right one)")
     return reasons
 
 
@@ -64,5 +70,6 @@ __all__ = [
     "defined_ks",
     "left_out",
     "not_reported_line",
+    "too_few_classes",
     "top5_defined",
 ]

@@ -244,6 +244,8 @@ def build_run(args: PretrainArguments, accelerator: Accelerator) -> Run:
     if isinstance(monitor, str):
         console.say(f"kNN monitor off: {monitor}")  # only the main process has a monitor, or its reason
         monitor = None
+    elif monitor is not None and (line := monitor.not_reported()):
+        console.say(f"kNN monitor: {line}")
     model = build_model(args, world, device)
     optimizer, scheduler, lr = build_optimizer(model, args, data)
     config = model.config

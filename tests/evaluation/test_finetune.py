@@ -11,7 +11,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from helpers import SCRIPTS, jpeg_bytes, subprocess_env, tiny_config, write_labelled_subset
+from helpers import SCRIPTS, jpeg_bytes, subprocess_env, tiny_config, write_labelled_subset, write_string_label_splits
 from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
@@ -32,9 +32,12 @@ def small_data(tmp_path_factory) -> Path:
     return write_labelled_subset(tmp_path_factory.mktemp("small-data"), 4, 2)
 
 
+def _settings(out: Path) -> list[str]:
+    return ["--output_dir", str(out), *"--epochs 1 --per_device_batch_size 16 --num_workers 0".split()]
+
+
 def _finetune(model: Path, data: Path, out: Path, *extra: str) -> int:
-    settings = "--epochs 1 --per_device_batch_size 16 --num_workers 0".split()
-    argv = ["--model", str(model), "--dataset", str(data), "--output_dir", str(out), *settings, *extra]
+    argv = ["--model", str(model), "--dataset", str(data), *_settings(out), *extra]
     return run_cli(lambda: finetune(parse_args(argv)))
 
 
@@ -178,3 +181,17 @@ def test_batch_norm_is_synchronised_only_across_several_gpus():
         return any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
 
     assert synced(2, "cuda") and not synced(1, "cuda") and not synced(2, "cpu")
+
+
+def test_top5_is_not_reported_with_two_classes_and_one_class_is_refused(tiny_model_dir, tmp_path, capsys):
+    two, _ = write_string_label_splits(tmp_path / "two", range(2), range(2), 8, 4)
+    metrics = finetune(parse_args(["--model", str(tiny_model_dir), "--dataset", str(two), *_settings(tmp_path / "a")]))
+    assert set(metrics) == {"finetune_top1"}
+    entry = json.loads((tmp_path / "a" / "eval_results.json").read_text())["results"][0]
+    assert set(entry["metrics"]) == {"finetune_top1"} and "Top-5" not in (tmp_path / "a" / "README.md").read_text()
+    assert "not reported: finetune_top5 (2 classes: the top five always hold the right one)" in capsys.readouterr().out
+    one, _ = write_string_label_splits(tmp_path / "one", range(1), range(1), 8, 4)
+    assert _finetune(tiny_model_dir, one, tmp_path / "b") == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: the training split 'train' has 1 class: accuracy needs at least 2"), last
+    assert not (tmp_path / "b" / "config.json").exists()
