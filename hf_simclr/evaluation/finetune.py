@@ -29,7 +29,7 @@ from ..data import decode_image, read_or_replace
 from ..errors import UsageError
 from ..hub.card import update_model_card
 from ..hub.export import build_image_processor, save_model
-from ..hub.locate import check_local_or_hub, reaching_the_hub
+from ..hub.locate import check_local_or_hub, check_model_folder, reaching_the_hub
 from ..hub.output_lock import OutputDirLock
 from ..hub.records import FINETUNE_LOG, RunLog, dataset_names, public_model_name, write_eval_results, writing
 from ..training.optim import build_schedule, scaled_learning_rate
@@ -167,6 +167,7 @@ def _evaluate(
 def finetune(args: FinetuneArguments) -> dict[str, float]:
     """Fine-tune as described by ``args``; returns test top-1 / top-5 (fractions in [0, 1])."""
     check_local_or_hub(args.model, "--model")
+    check_model_folder(args.model, "--model")
     accelerator = Accelerator()
     # before any work: the folder must be writable and not in use (held by the main process alone)
     with OutputDirLock(args.output_dir, hold=accelerator.is_main_process):

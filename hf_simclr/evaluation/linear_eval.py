@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel
 from ..data import DatasetArguments, find_held_out_split, load_labelled_split
 from ..errors import UsageError
 from ..hub.card import update_model_card
-from ..hub.locate import check_local_or_hub, reaching_the_hub
+from ..hub.locate import check_local_or_hub, check_model_folder, reaching_the_hub
 from ..hub.output_lock import OutputDirLock
 from ..hub.records import TRAIN_LOG, dataset_names, public_model_name, write_eval_results
 from ..modeling_simclr import build_image_processor
@@ -114,6 +114,7 @@ def load_train_and_held_out(args: DatasetArguments) -> tuple[tuple, tuple, str]:
 def linear_eval(args: LinearEvalArguments) -> dict[str, Any]:
     """Run the evaluation described by ``args``; returns the results entry's metrics (fractions in [0, 1])."""
     check_local_or_hub(args.model, "--model")
+    check_model_folder(args.model, "--model")
     with OutputDirLock(args.output_dir):  # before any work: the folder must be writable and not in use
         return _linear_eval(args)
 
