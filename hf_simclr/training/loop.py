@@ -511,7 +511,8 @@ def save_run(run: Run, results: dict[str, Any]) -> None:
         if timm_repo:
             url = push_timm_folder_to_hub(output_dir / "timm", timm_repo, model_repo=args.hub_model_id, **common)
             pushed.append(pushed_line(url))
-    console.say(console.final_summary(output_dir, results, files, pushed))
+    timm_dir = output_dir / "timm" if args.timm_export else None
+    console.say(console.final_summary(output_dir, results, files, pushed, timm_dir))
 
 
 def plot_training_curves(run: Run) -> list[str]:

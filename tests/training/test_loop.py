@@ -22,7 +22,7 @@ from hf_simclr.training import parse_args, pretrain
 @pytest.mark.slow
 def test_pretrain_cli_writes_a_loadable_model(small_dataset, tmp_path):
     out = tmp_path / "run"
-    run_pretrain(
+    result = run_pretrain(
         [
             *TINY_PRETRAIN,
             "--dataset",
@@ -48,6 +48,8 @@ def test_pretrain_cli_writes_a_loadable_model(small_dataset, tmp_path):
     ):
         assert (out / name).is_file(), name
     assert (out / "timm" / "model.safetensors").is_file()
+    push = f"python scripts/push_to_hub.py {out} <org>/<name> --timm_repo <org>/<name>-timm --timm_dir {out / 'timm'}"
+    assert push in result.stdout, result.stdout[-2000:]
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_00000003"]
     model = AutoModel.from_pretrained(out)
     assert model.config.backbone == "test_resnet" and model.config.image_size == 32
