@@ -32,6 +32,7 @@ from ..hub.export import build_image_processor, save_model
 from ..hub.locate import check_local_or_hub, check_model_folder, reaching_the_hub
 from ..hub.output_lock import OutputDirLock
 from ..hub.records import FINETUNE_LOG, RunLog, dataset_names, public_model_name, write_eval_results, writing
+from ..modeling_simclr import eval_image_size
 from ..training.optim import build_schedule, scaled_learning_rate
 from .arguments import FinetuneArguments
 from .arguments import parse_finetune_args as parse_args
@@ -125,7 +126,8 @@ def _loaders(
     columns = [args.image_column, label_column]
     normalise = (config.image_mean, config.image_std)
     rows = train_ds.select_columns(columns)
-    crop_flip = CropFlipDataset(rows, config.image_size, args.min_crop_scale, *normalise, *columns, seed=args.seed)
+    size = eval_image_size(config)  # the resolution the fine-tuned model is evaluated at
+    crop_flip = CropFlipDataset(rows, size, args.min_crop_scale, *normalise, *columns, seed=args.seed)
     train_loader = DataLoader(
         crop_flip,
         batch_size=batch_size,
@@ -183,6 +185,9 @@ def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, fl
     kept, _ = class_balanced_split(labels, args.label_fraction, args.seed)
     train_ds = train_ds.select(kept.tolist())
     model = _load_model(args, class_names)
+    # one resolution for training, the test and the saved image processor: a network fine-tuned at one size (its
+    # BatchNorm statistics included) fails at another
+    model.config.eval_image_size = args.image_size or eval_image_size(model.config)
     batch_size = _batch_size(args, len(train_ds), accelerator)
     train_loader, test_loader = _loaders(args, train_ds, test_ds, label_column, model.config, batch_size)
     model = with_sync_batch_norm(model, accelerator.num_processes, accelerator.device)
@@ -216,6 +221,7 @@ def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, fl
             "num_train": len(train_ds),
             "freeze_encoder": args.freeze_encoder,
             "epochs": args.epochs,
+            "image_size": accelerator.unwrap_model(model).config.eval_image_size,
             "classifier_projection_layers": accelerator.unwrap_model(model).config.classifier_projection_layers,
             "learning_rate": lr,
             "global_batch_size": global_batch,
