@@ -108,8 +108,8 @@ class FinetuneArguments(DatasetArguments):
     image_size: int | None = field(
         default=None,
         metadata={
-            "help": "resolution the classifier is trained at, evaluated at and saved for (the image processor of the "
-            "output folder); default: the model's evaluation resolution (its eval_image_size, else image_size)"
+            "help": "resolution the classifier is trained at, tested at and saved for (the image processor of the "
+            "output folder); default: the resolution the model was trained at (its config's image_size)"
         },
     )
     min_crop_scale: float = field(default=0.08, metadata={"help": "smallest crop area of the random resized crop"})

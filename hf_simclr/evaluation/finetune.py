@@ -32,7 +32,6 @@ from ..hub.export import build_image_processor, save_model
 from ..hub.locate import check_local_or_hub, check_model_folder, reaching_the_hub
 from ..hub.output_lock import OutputDirLock
 from ..hub.records import FINETUNE_LOG, RunLog, dataset_names, public_model_name, write_eval_results, writing
-from ..modeling_simclr import eval_image_size
 from ..training.optim import build_schedule, scaled_learning_rate
 from .arguments import FinetuneArguments
 from .arguments import parse_finetune_args as parse_args
@@ -126,8 +125,7 @@ def _loaders(
     columns = [args.image_column, label_column]
     normalise = (config.image_mean, config.image_std)
     rows = train_ds.select_columns(columns)
-    size = eval_image_size(config)  # the resolution the fine-tuned model is evaluated at
-    crop_flip = CropFlipDataset(rows, size, args.min_crop_scale, *normalise, *columns, seed=args.seed)
+    crop_flip = CropFlipDataset(rows, config.image_size, args.min_crop_scale, *normalise, *columns, seed=args.seed)
     train_loader = DataLoader(
         crop_flip,
         batch_size=batch_size,
@@ -185,9 +183,11 @@ def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, fl
     kept, _ = class_balanced_split(labels, args.label_fraction, args.seed)
     train_ds = train_ds.select(kept.tolist())
     model = _load_model(args, class_names)
-    # one resolution for training, the test and the saved image processor: a network fine-tuned at one size (its
-    # BatchNorm statistics included) fails at another
-    model.config.eval_image_size = args.image_size or eval_image_size(model.config)
+    # One resolution for training, the test and the saved image processor: a network fine-tuned at one size (its
+    # BatchNorm statistics included) fails at another. By default the encoder's training resolution, not the higher
+    # one its frozen features are evaluated at: on the default run that fine-tunes better, in less time (docs).
+    model.config.image_size = args.image_size or model.config.image_size
+    model.config.eval_image_size = None  # evaluated as trained
     batch_size = _batch_size(args, len(train_ds), accelerator)
     train_loader, test_loader = _loaders(args, train_ds, test_ds, label_column, model.config, batch_size)
     model = with_sync_batch_norm(model, accelerator.num_processes, accelerator.device)
@@ -221,7 +221,7 @@ def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, fl
             "num_train": len(train_ds),
             "freeze_encoder": args.freeze_encoder,
             "epochs": args.epochs,
-            "image_size": accelerator.unwrap_model(model).config.eval_image_size,
+            "image_size": accelerator.unwrap_model(model).config.image_size,
             "classifier_projection_layers": accelerator.unwrap_model(model).config.classifier_projection_layers,
             "learning_rate": lr,
             "global_batch_size": global_batch,
