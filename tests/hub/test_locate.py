@@ -18,10 +18,12 @@ import pytest
 from helpers import SCRIPTS, TINY_PRETRAIN, pretrain_command, run_push_cli, subprocess_env, write_labelled_subset
 
 from hf_simclr.cli import run_cli
+from hf_simclr.errors import UsageError
 from hf_simclr.evaluation.arguments import parse_finetune_args as finetune_args
 from hf_simclr.evaluation.arguments import parse_linear_eval_args as linear_eval_args
 from hf_simclr.evaluation.finetune import finetune
 from hf_simclr.evaluation.linear_eval import linear_eval
+from hf_simclr.official.commands import evaluate, parse_evaluate_args
 from hf_simclr.training import parse_args, pretrain
 
 
@@ -86,6 +88,8 @@ def test_a_checkpoint_given_as_the_model_is_named_with_the_folder_to_use(finishe
     for error in _every_model_flag(checkpoint, capsys, monkeypatch):
         assert f"{checkpoint} is a training checkpoint of the run in {finished_run}" in error, error
         assert f"pass the run's folder {finished_run}, which holds its model" in error, error
+    with pytest.raises(UsageError, match="is a training checkpoint"):  # scripts/evaluate_imagenet.py
+        evaluate(parse_evaluate_args(["--model", str(checkpoint), "--val_dir", str(finished_run)]))
 
 
 def test_an_unfinished_run_given_as_the_model_says_how_to_finish_it(finished_run, tmp_path, capsys, monkeypatch):
