@@ -7,8 +7,9 @@ trained for 60 / 30 epochs (SimCLRv2 trains 30 epochs on all the labels too). ``
 puts the classifier on the first projection-head layer, carried over from the pretrained model (SimCLRv2's
 fine-tuning). With ``--freeze_encoder`` only the classifier trains and the encoder stays in eval mode (linear
 evaluation with augmentation, 90 epochs; learning rate 0.1 x B / 256). Incomplete last batches are dropped (a batch of
-one image would break BatchNorm); on several GPUs BatchNorm is synchronised across them. The saved folder loads with
-``pipeline("image-classification")``.
+one image would break BatchNorm); on several GPUs BatchNorm is synchronised across them. Training, the test and the
+saved image processor share one resolution, ``--image_size`` (default: the model's training resolution), so the saved
+folder loads with ``pipeline("image-classification")`` and gives the accuracy reported.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, fl
     model = _load_model(args, class_names)
     # One resolution for training, the test and the saved image processor: a network fine-tuned at one size (its
     # BatchNorm statistics included) fails at another. By default the encoder's training resolution, not the higher
-    # one its frozen features are evaluated at: on the default run that fine-tunes better, in less time (docs).
+    # one its frozen features are evaluated at: on the default run that fine-tunes better (docs/evaluation.md).
     model.config.image_size = args.image_size or model.config.image_size
     model.config.eval_image_size = None  # evaluated as trained
     batch_size = _batch_size(args, len(train_ds), accelerator)
