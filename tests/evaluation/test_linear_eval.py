@@ -84,7 +84,8 @@ def pretrained_run(tmp_path_factory) -> tuple[Path, Path]:
     splits["train"].shuffle(seed=0).select(range(1000)).to_parquet(str(data / "train.parquet"))
     splits["test"].shuffle(seed=0).select(range(300)).to_parquet(str(data / "test.parquet"))
     model = tmp_path / "pretrained"
-    recipe = "--backbone test_resnet --image_size 32 --projection_hidden_dim 64 --projection_dim 32"
+    recipe = "--backbone test_resnet --image_size 32 --eval_image_size 32 --projection_hidden_dim 64"
+    recipe += " --projection_dim 32"
     recipe += " --per_device_batch_size 128 --epochs 8 --warmup_epochs 0 --num_workers 0 --eval_every 0"
     pretrain(pretrain_args(["--dataset", str(data), "--output_dir", str(model), *recipe.split()]))
     return data, model
