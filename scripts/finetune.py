@@ -1,8 +1,8 @@
 """Fine-tune a SimCLR encoder for image classification: `accelerate launch scripts/finetune.py --model PATH
---output_dir OUT [--label_fraction 0.01|0.1|1.0] [--freeze_encoder] [--help]`.
+--output_dir OUT [--label_fraction 0.01|0.1|1.0] [--freeze_encoder] [--image_size N] [--help]`.
 
-Reports top-1 / top-5 on the held-out split and saves a model that `pipeline("image-classification", model=OUT)` loads,
-with `eval_results.json` and a model card.
+Reports top-1 (and top-5 above five classes) on the held-out split and saves, for the resolution it trained at, a
+model that `pipeline("image-classification", model=OUT)` loads, with `eval_results.json` and a model card.
 """
 
 import sys

@@ -11,6 +11,9 @@ from ..cli import parse_arguments
 from ..data.arguments import DatasetArguments
 from ..errors import UsageError
 
+MIN_IMAGE_SIZE = 8  # the smallest a SimCLR config accepts
+MAX_IMAGE_SIZE = 4096  # far above any recipe: a larger side is a typo that would fail on a huge allocation
+
 
 @dataclass(kw_only=True)
 class LinearEvalArguments(DatasetArguments):
@@ -103,6 +106,13 @@ class FinetuneArguments(DatasetArguments):
     )
     weight_decay: float = field(default=0.0, metadata={"help": "weight decay (the paper uses none when fine-tuning)"})
     per_device_batch_size: int = field(default=64, metadata={"help": "images per process per step"})
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "resolution the classifier is trained at, tested at and saved for (the image processor of the "
+            "output folder); default: the resolution the model was trained at (its config's image_size)"
+        },
+    )
     min_crop_scale: float = field(default=0.08, metadata={"help": "smallest crop area of the random resized crop"})
     num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes per process"})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "replace a model already in --output_dir"})
@@ -117,6 +127,10 @@ class FinetuneArguments(DatasetArguments):
         for name in ("epochs", "per_device_batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.image_size is not None and not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+            raise UsageError(
+                f"--image_size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels, got {self.image_size}"
+            )
         if self.classifier_projection_layers is not None and self.classifier_projection_layers < 0:
             raise UsageError(
                 f"--classifier_projection_layers must be 0 or more, got {self.classifier_projection_layers}"

@@ -7,8 +7,9 @@ trained for 60 / 30 epochs (SimCLRv2 trains 30 epochs on all the labels too). ``
 puts the classifier on the first projection-head layer, carried over from the pretrained model (SimCLRv2's
 fine-tuning). With ``--freeze_encoder`` only the classifier trains and the encoder stays in eval mode (linear
 evaluation with augmentation, 90 epochs; learning rate 0.1 x B / 256). Incomplete last batches are dropped (a batch of
-one image would break BatchNorm); on several GPUs BatchNorm is synchronised across them. The saved folder loads with
-``pipeline("image-classification")``.
+one image would break BatchNorm); on several GPUs BatchNorm is synchronised across them. Training, the test and the
+saved image processor share one resolution, ``--image_size`` (default: the model's training resolution), so the saved
+folder loads with ``pipeline("image-classification")`` and gives the accuracy reported.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..data import crop_resize, decode_image, read_or_replace
 from ..errors import UsageError
 from ..hub.card import update_model_card
 from ..hub.export import build_image_processor, save_model
-from ..hub.locate import check_local_or_hub, reaching_the_hub
+from ..hub.locate import check_local_or_hub, check_model_folder, reaching_the_hub
 from ..hub.output_lock import OutputDirLock
 from ..hub.records import FINETUNE_LOG, RunLog, dataset_names, public_model_name, write_eval_results, writing
 from ..training.optim import build_schedule, scaled_learning_rate
@@ -38,6 +39,7 @@ from .arguments import parse_finetune_args as parse_args
 from .features import ImageProcessorCollate
 from .linear_eval import load_train_and_held_out
 from .linear_probe import class_balanced_split
+from .metrics import check_classes, left_out, not_reported_line, top5_defined
 
 
 class CropFlipDataset(Dataset):
@@ -160,7 +162,11 @@ def _loaders(
 
 
 @torch.no_grad()
-def _evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator) -> dict[str, float]:
+def _evaluate(
+    model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, num_classes: int
+) -> dict[str, float]:
+    """Top-1 accuracy on the held-out batches, and top-5 where ``num_classes`` (those trained on) makes it mean
+    something."""
     model.eval()
     correct1 = correct5 = total = 0
     for batch in tqdm(loader, desc="test", disable=not accelerator.is_local_main_process):
@@ -170,12 +176,16 @@ def _evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerat
         correct1 += (top[:, 0] == labels).sum().item()
         correct5 += (top == labels[:, None]).any(dim=1).sum().item()
         total += len(labels)
-    return {"finetune_top1": correct1 / max(total, 1), "finetune_top5": correct5 / max(total, 1)}
+    metrics = {"finetune_top1": correct1 / max(total, 1)}
+    if top5_defined(num_classes):
+        metrics["finetune_top5"] = correct5 / max(total, 1)
+    return metrics
 
 
 def finetune(args: FinetuneArguments) -> dict[str, float]:
     """Fine-tune as described by ``args``; returns test top-1 / top-5 (fractions in [0, 1])."""
     check_local_or_hub(args.model, "--model")
+    check_model_folder(args.model, "--model")
     accelerator = Accelerator()
     # before any work: the folder must be writable and not in use (held by the main process alone)
     with OutputDirLock(args.output_dir, hold=accelerator.is_main_process):
@@ -185,9 +195,17 @@ def finetune(args: FinetuneArguments) -> dict[str, float]:
 def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, float]:
     set_seed(args.seed)
     (train_ds, label_column, class_names), (test_ds, _, _), split = load_train_and_held_out(args)
-    kept, _ = class_balanced_split(torch.tensor(train_ds[label_column]), args.label_fraction, args.seed)
+    labels = torch.tensor(train_ds[label_column])
+    num_classes = len(labels.unique())  # the classes the classifier learns (a sample keeps one image of each)
+    check_classes(num_classes, f"the training split {args.train_split!r}")
+    kept, _ = class_balanced_split(labels, args.label_fraction, args.seed)
     train_ds = train_ds.select(kept.tolist())
     model = _load_model(args, class_names)
+    # One resolution for training, the test and the saved image processor: a network fine-tuned at one size (its
+    # BatchNorm statistics included) fails at another. By default the encoder's training resolution, not the higher
+    # one its frozen features are evaluated at: on the default run that fine-tunes better (docs/evaluation.md).
+    model.config.image_size = args.image_size or model.config.image_size
+    model.config.eval_image_size = None  # evaluated as trained
     batch_size = _batch_size(args, len(train_ds), accelerator)
     train_loader, test_loader = _loaders(args, train_ds, test_ds, label_column, model.config, batch_size)
     model = with_sync_batch_norm(model, accelerator.num_processes, accelerator.device)
@@ -206,8 +224,10 @@ def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, fl
     replaced = _train(args, accelerator, model, optimizer, scheduler, train_loader, total_steps, log)
     if replaced:
         accelerator.print(f"replaced {replaced} unreadable images with other images of the training split")
-    metrics = _evaluate(model, test_loader, accelerator)
+    metrics = _evaluate(model, test_loader, accelerator, num_classes)
     accelerator.print(", ".join(f"{key} {100 * value:.2f}%" for key, value in metrics.items()))
+    if line := not_reported_line(left_out((), None, num_classes, top5="finetune_top5")):
+        accelerator.print(line)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         with writing(output_dir, "the fine-tuned model"):
@@ -219,6 +239,7 @@ def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, fl
             "num_train": len(train_ds),
             "freeze_encoder": args.freeze_encoder,
             "epochs": args.epochs,
+            "image_size": accelerator.unwrap_model(model).config.image_size,
             "classifier_projection_layers": accelerator.unwrap_model(model).config.classifier_projection_layers,
             "learning_rate": lr,
             "global_batch_size": global_batch,

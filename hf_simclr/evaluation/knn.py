@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .metrics import defined_ks
+
 KNN_KS = (20, 200)
 KNN_TEMPERATURE = 0.07
 
@@ -78,7 +80,13 @@ def knn_accuracy(
 ) -> dict[str, float]:
     """Top-1 accuracy (a fraction in [0, 1]) of :func:`knn_classify` for each k: ``{"knn_top1_k20": ...,
     "knn_top1_k200": ...}``. ``device`` (default: that of ``train_features``) is where the similarities are computed.
+
+    Only the k no larger than the number of training features are reported (with fewer, all of them would vote: see
+    :mod:`hf_simclr.evaluation.metrics`); none at all with fewer training features than the smallest k.
     """
+    ks = defined_ks(ks, train_features.shape[0])
+    if not ks:
+        return {}
     if device is not None:
         train_features = train_features.to(device)
     test_labels = test_labels.cpu().long()

@@ -18,15 +18,16 @@ from ..configuration_simclr import check_image_processor_config
 from ..data import DatasetArguments, find_held_out_split, load_labelled_split
 from ..errors import UsageError
 from ..hub.card import update_model_card
-from ..hub.locate import check_local_or_hub, reaching_the_hub
+from ..hub.locate import check_local_or_hub, check_model_folder, reaching_the_hub
 from ..hub.output_lock import OutputDirLock
 from ..hub.records import TRAIN_LOG, dataset_names, public_model_name, write_eval_results
 from ..modeling_simclr import build_image_processor
 from .arguments import LinearEvalArguments, default_output_dir
 from .arguments import parse_linear_eval_args as parse_args
 from .features import extract_features
-from .knn import knn_accuracy
+from .knn import KNN_KS, knn_accuracy
 from .linear_probe import linear_probe
+from .metrics import check_classes, left_out, not_reported_line
 from .neighbours import NEIGHBOURS_IMAGE, draw_neighbour_grid
 from .plots import missing_plot_packages, split_label
 
@@ -119,20 +120,22 @@ def load_train_and_held_out(args: DatasetArguments) -> tuple[tuple, tuple, str]:
 def linear_eval(args: LinearEvalArguments) -> dict[str, Any]:
     """Run the evaluation described by ``args``; returns the results entry's metrics (fractions in [0, 1])."""
     check_local_or_hub(args.model, "--model")
+    check_model_folder(args.model, "--model")
     with OutputDirLock(args.output_dir):  # before any work: the folder must be writable and not in use
         return _linear_eval(args)
 
 
 def _linear_eval(args: LinearEvalArguments) -> dict[str, Any]:
     (train_ds, label_column, class_names), (test_ds, _, _), split = load_train_and_held_out(args)
+    num_classes = len(set(train_ds[label_column]))  # the classes the kNN bank and the classifier can tell apart
+    check_classes(num_classes, f"the training split {args.train_split!r}")
     model, processor = load_encoder(args.model, random_init=args.random_init, seed=args.seed)
     device = default_device()
     extract = dict(image_processor=processor, image_column=args.image_column, label_column=label_column)
     extract.update(batch_size=args.batch_size, num_workers=args.num_workers, device=device)
     train_x, train_y = extract_features(model, train_ds, desc=f"{args.train_split} features", **extract)
     test_x, test_y = extract_features(model, test_ds, desc=f"{split} features", **extract)
-    num_classes = len(class_names)
-    metrics = knn_accuracy(train_x, train_y, test_x, test_y, num_classes=num_classes, device=device)
+    metrics = knn_accuracy(train_x, train_y, test_x, test_y, num_classes=len(class_names), device=device)
     probe = linear_probe(
         train_x,
         train_y,
@@ -140,12 +143,15 @@ def _linear_eval(args: LinearEvalArguments) -> dict[str, Any]:
         test_labels=test_y,
         epochs=args.epochs,
         val_fraction=args.val_fraction,
-        num_classes=num_classes,
+        num_classes=len(class_names),
         seed=args.seed,
         device=device,
     )
-    metrics.update(linear_top1=probe["linear_top1"], linear_top5=probe["linear_top5"])
+    metrics.update({key: value for key, value in probe.items() if key in ("linear_top1", "linear_top5")})
     print(", ".join(f"{key} {100 * value:.2f}%" for key, value in metrics.items()))
+    skipped = left_out(KNN_KS, len(train_y), num_classes, top5="linear_top5")
+    if line := not_reported_line(skipped):
+        print(line)
     details = {
         "model": public_model_name(args.model),
         "random_init": args.random_init,

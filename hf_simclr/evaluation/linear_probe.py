@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .metrics import top5_defined
+
 
 def class_balanced_split(labels: torch.Tensor, fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices ``(kept, rest)``: ``fraction`` of each class (at least one example each), drawn with ``seed``."""
@@ -113,7 +115,8 @@ def linear_probe(
 
     Without ``val_features`` a class-balanced ``val_fraction`` of the training features is held out (seeded).
     Returns ``{"linear_top1", "linear_top5", "val_top1", "best_lr", "best_weight_decay", "sweep": [...]}``
-    (the ``linear_*`` keys only with test data). Features are standardised with the training statistics.
+    (the ``linear_*`` keys only with test data, ``linear_top5`` only with more than five classes in the training
+    labels). Features are standardised with the training statistics.
     """
     device = torch.device(device) if device is not None else train_features.device
     train_features, train_labels = train_features.float().to(device), train_labels.long().to(device)
@@ -180,7 +183,10 @@ def _retrain_and_test(
     lr, weight_decay = torch.tensor([best["lr"]]), torch.tensor([best["weight_decay"]])
     weight, bias = _softmax_regression((features - mean) / std, labels, num_classes, lr, weight_decay, minibatches)
     logits = _logits((test[0] - mean) / std, weight[0], bias[0])
-    return {"linear_top1": _topk_accuracy(logits, test[1], 1), "linear_top5": _topk_accuracy(logits, test[1], 5)}
+    results = {"linear_top1": _topk_accuracy(logits, test[1], 1)}
+    if top5_defined(len(labels.unique())):  # the classes the classifier learned
+        results["linear_top5"] = _topk_accuracy(logits, test[1], 5)
+    return results
 
 
 __all__ = ["class_balanced_split", "linear_probe"]

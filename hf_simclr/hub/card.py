@@ -36,7 +36,8 @@ TIMM_TEMPLATE_NAME = "simclr_timm.md"
 TASK_TYPE, TASK_NAME = "image-classification", "Image classification (frozen features)"
 TAGS = ["simclr", "self-supervised", "image-feature-extraction", "timm"]
 RESULTS_HEADING = "## Evaluation results"
-INSTALL = "from its source repository: `pip install -e .` in a clone"
+# Where hf_simclr comes from when its installed metadata does not say (pyproject.toml's project.urls.Repository).
+REPOSITORY_URL = "https://github.com/hf-simclr/hf_simclr"
 KNN_MONITOR = "kNN monitor of pretraining: weighted kNN (cosine, temperature 0.07) on the frozen features *h*"
 LINEAR_EVAL = "`scripts/linear_eval.py`: weighted kNN and a linear classifier trained on the frozen features *h*"
 NEIGHBOURS_NOTE = (
@@ -61,6 +62,24 @@ class ResultRow:
     def place(self) -> tuple:
         """What a later result of the same metric replaces."""
         return (self.task, self.dataset_id or self.dataset, self.split, self.metric)
+
+
+def repository_url() -> str:
+    """The source repository of hf_simclr: the installed package's ``Repository`` URL, else :data:`REPOSITORY_URL`."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        entries = metadata("hf-simclr").get_all("Project-URL") or []
+    except PackageNotFoundError:
+        entries = []
+    urls = dict(entry.split(",", 1) for entry in entries if "," in entry)
+    return urls.get("Repository", REPOSITORY_URL).strip()
+
+
+def install_line() -> str:
+    """How a card's reader gets hf_simclr (it is not on PyPI)."""
+    url = repository_url()
+    return f"`pip install git+{url}`, or `pip install -e .` in a clone of {url}"
 
 
 def percent(fraction: float) -> float:
@@ -234,6 +253,7 @@ def build_model_card(
     timm_repo: str | None = None,
     augmentations: str | None = None,
     notes: Sequence[str] = (KNN_MONITOR,),
+    warning: str | None = None,
     template_path: str | Path | None = None,
 ) -> ModelCard:
     """Fill the SimCLR card template.
@@ -250,6 +270,7 @@ def build_model_card(
         timm_repo: repo of the timm-native encoder export, if pushed.
         augmentations: the two views' augmentations, e.g. from [`describe_augmentations`].
         notes: what produced the results, one line each.
+        warning: a paragraph shown under the title (e.g. from [`baseline_warning`]).
     """
     model_name = repo_id_or_name.rstrip("/").rsplit("/", 1)[-1]
     if dataset_id is None and dataset_name and _HUB_ID.fullmatch(dataset_name):
@@ -282,7 +303,8 @@ def build_model_card(
         feature_dim=feature_dim,
         dataset_name=dataset_name,
         timm_repo=timm_repo,
-        install=INSTALL,
+        install=install_line(),
+        warning=warning,
         augmentations=augmentations,
         training={key: display_number(value) for key, value in training.items()},
         results_section=results_section(rows, notes),
@@ -307,6 +329,38 @@ def describe_augmentations(preset_name: str | None) -> str | None:
     return ", ".join(parts)
 
 
+def learning_rates(args: Mapping[str, Any], results: Mapping[str, Any]) -> dict[str, Any]:
+    """The training table's rows of the learning rate: the base rate given (``--learning_rate``) and the rate applied,
+    the base scaled with the global batch B by ``--lr_scaling``; the applied rate alone for a run that does not
+    record how it was scaled."""
+    applied, base, scaling = results.get("learning_rate"), args.get("learning_rate"), args.get("lr_scaling")
+    batch = results.get("global_batch_size")
+    if applied is None or base is None or batch is None or scaling not in ("linear", "sqrt", "none"):
+        return {"learning rate": applied}
+    rule = {"linear": f"{base:g} x B / 256", "sqrt": f"{base:g} x sqrt(B)", "none": "the base, not scaled"}[scaling]
+    return {
+        "base learning rate (`--learning_rate`)": base,
+        "learning rate": f"{applied:.4g} = {rule}, B = {batch} (the global batch; `--lr_scaling {scaling}`)",
+    }
+
+
+def baseline_warning(results: Mapping[str, Any]) -> str | None:
+    """A warning when the pretrained encoder's kNN accuracy does not beat the same encoder at random initialisation
+    (on any k both were measured at); None when it does, or when no baseline was measured."""
+    worse = []
+    for key, value in knn_results(results).items():
+        baseline = results.get(f"{key}{records.RANDOM_INIT_SUFFIX}")
+        if isinstance(value, (int, float)) and isinstance(baseline, (int, float)) and value <= baseline:
+            worse.append(f"{records.metric_name(key)} {percent(value):g} % against {percent(baseline):g} %")
+    if not worse:
+        return None
+    return (
+        "**Warning:** pretraining did not beat random initialisation: the same encoder with random weights gives "
+        f"features as good or better ({'; '.join(worse)}). Train longer or check the recipe (learning rate, "
+        "augmentations) before using these features."
+    )
+
+
 def training_table(args: Mapping[str, Any], results: Mapping[str, Any], dataset_name: str) -> dict[str, Any]:
     """The settings the card's "Training details" table shows (empty ones left out), from ``training_args.json``
     and ``results.json``."""
@@ -328,7 +382,7 @@ def training_table(args: Mapping[str, Any], results: Mapping[str, Any], dataset_
         "image size": args.get("image_size"),
         "evaluation image size": args.get("eval_image_size"),
         "optimizer": "LARS (momentum 0.9, trust coefficient 0.001)",
-        "learning rate": results.get("learning_rate"),
+        **learning_rates(args, results),
         "weight decay": args.get("weight_decay"),
         "temperature": args.get("temperature"),
         "kNN memory bank": bank,
@@ -401,6 +455,7 @@ def write_model_card(
         timm_repo=timm_repo,
         augmentations=describe_augmentations(args.get("augment")),
         notes=notes,
+        warning=baseline_warning(results),
     )
     if save:
         card.save(folder / records.MODEL_CARD)
@@ -509,8 +564,10 @@ def timm_model_card(timm_repo: str, timm_folder: str | Path, model_repo: str | N
 
 
 __all__ = [
+    "REPOSITORY_URL",
     "TEMPLATE_NAME",
     "ResultRow",
+    "baseline_warning",
     "build_model_card",
     "describe_augmentations",
     "eval_results",
@@ -518,7 +575,10 @@ __all__ = [
     "folder_results",
     "is_pretraining_run",
     "model_card_for_repo",
+    "install_line",
+    "learning_rates",
     "percent",
+    "repository_url",
     "results_section",
     "timm_model_card",
     "training_table",

@@ -1,13 +1,15 @@
 """Where a ``--dataset`` or ``--model`` points: a path on this machine or a Hub repository.
 
 A path that does not exist is refused at once, instead of being asked of the Hub as a repository id (a minute of
-retries when the Hub cannot be reached). A Hub that cannot be reached ends the run with one line naming it.
+retries when the Hub cannot be reached), and so is a model folder that is a pretraining run's checkpoint or a run that
+has not finished. A Hub that cannot be reached ends the run with one line naming it.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +19,10 @@ from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
 from ..errors import RunFailure, SimCLRError, UsageError
+from . import records
+
+_CHECKPOINT = re.compile(r"^step_\d+$")  # hf_simclr.training.checkpoint's folders
+_RESUME = "resume it with the command that started it and --resume_from_checkpoint latest"
 
 
 def _is_repo_id(value: str) -> bool:
@@ -66,6 +72,46 @@ def check_dataset_source(value: str, flag: str = "--dataset") -> None:
     check_local_or_hub(value, flag)
 
 
+def run_folder_problem(folder: str | Path) -> str | None:
+    """Why ``folder``, part of a pretraining run's output folder, is no model to load, with the folder to use instead;
+    None for any other folder.
+
+    A training checkpoint (``checkpoints/step_N``: Accelerate's resumable state, or ``checkpoints`` itself) is not
+    a model; a run that has not finished has no model of its own yet (a ``config.json`` there is a replaced run's).
+    """
+    folder = Path(folder).expanduser()
+    run = None
+    if folder.name == records.CHECKPOINTS:
+        run = folder.parent
+    elif _CHECKPOINT.match(folder.name) and folder.parent.name == records.CHECKPOINTS:
+        run = folder.parent.parent
+    if run is not None and (run / records.TRAINING_ARGS).is_file():
+        if records.finished_run(run) is not None:
+            use = f"pass the run's folder {run}, which holds its model"
+        else:
+            use = f"pass the run's folder {run} once the run has finished ({_RESUME})"
+        return f"{folder} is a training checkpoint of the run in {run} (its resumable state), not a model: {use}"
+    if (folder / records.TRAINING_ARGS).is_file() and records.finished_run(folder) is None:
+        found = sorted(p.name for p in (folder / records.CHECKPOINTS).glob("step_*") if _CHECKPOINT.match(p.name))
+        if found:
+            return (
+                f"{folder} holds a pretraining run that has not finished (last checkpoint: {found[-1]}), so no model "
+                f"yet: {_RESUME}, then pass {folder}"
+            )
+        return (
+            f"{folder} holds a pretraining run that stopped before its first checkpoint, so no model: start it again "
+            f"with --overwrite_output_dir, then pass {folder}"
+        )
+    return None
+
+
+def check_model_folder(value: str, flag: str) -> None:
+    """Raise :class:`UsageError` if the ``flag`` value ``value`` is a pretraining run's checkpoint or unfinished run
+    (see :func:`run_folder_problem`)."""
+    if problem := run_folder_problem(value):
+        raise UsageError(f"{flag} {problem}")
+
+
 def is_hub_unreachable(error: BaseException) -> bool:
     """Whether ``error`` comes from a Hub that cannot be reached (no connection, or offline mode) for a file that is
     not in the local cache."""
@@ -106,4 +152,11 @@ def reaching_the_hub(what: str) -> Iterator[None]:
         ) from error
 
 
-__all__ = ["check_dataset_source", "check_local_or_hub", "is_hub_unreachable", "reaching_the_hub"]
+__all__ = [
+    "check_dataset_source",
+    "check_local_or_hub",
+    "check_model_folder",
+    "is_hub_unreachable",
+    "reaching_the_hub",
+    "run_folder_problem",
+]

@@ -25,6 +25,7 @@ from ..cli import ArgumentParser
 from ..errors import HubPushError, InvalidModelFolderError, UsageError
 from . import records
 from .card import model_card_for_repo, timm_model_card
+from .locate import run_folder_problem
 from .output_lock import LOCK_FILE
 from .saved_weights import check_saved_weights
 
@@ -117,6 +118,8 @@ def validate_model_folder(folder: str | Path, *, kind: str = "simclr") -> Path:
     )
     if not folder.is_dir():
         raise InvalidModelFolderError(f"{folder} is not a directory: {fix}")
+    if kind == "simclr" and (problem := run_folder_problem(folder)):
+        raise InvalidModelFolderError(problem)
     try:
         config = json.loads((folder / "config.json").read_text())
     except FileNotFoundError:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..cli import ArgumentParser, parse_arguments
 from ..errors import UsageError
+from ..hub.locate import check_model_folder
 
 __all__ = [
     "ConvertArguments",
@@ -124,6 +125,7 @@ def evaluate(args: EvaluateImageNetArguments) -> dict:
     from .. import SimCLRConfig  # noqa: F401 - registers the SimCLR Auto classes
     from .imagenet import evaluate_imagenet, write_result
 
+    check_model_folder(args.model, "--model")
     if not Path(args.val_dir).is_dir():
         raise UsageError(f"{args.val_dir} is not a folder: pass the ImageNet validation folder")
     model = AutoModelForImageClassification.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)

@@ -102,7 +102,7 @@ class PretrainArguments(DatasetArguments):
         default=None,
         metadata={
             "help": "resolution of evaluation (the kNN monitor and the saved image processor); default: --image_size, "
-            "or the preset's when --image_size is not given (demo 44)"
+            "or the preset's when --image_size is the preset's or not given (demo 44)"
         },
     )
     augment: str | None = _from_preset("augment", "augmentation recipe: imagenet, cifar or demo")
@@ -187,11 +187,13 @@ class PretrainArguments(DatasetArguments):
         if self.preset not in PRESETS:
             raise UsageError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         values = dataclasses.asdict(self)
-        if values["eval_image_size"] is None and values["image_size"] is None:
-            values["eval_image_size"] = PRESETS[self.preset]["eval_image_size"]  # it belongs to the preset's size
+        preset = PRESETS[self.preset]
+        if values["eval_image_size"] is None and values["image_size"] in (None, preset["image_size"]):
+            # it belongs to the preset's size, whether that size is given or not
+            values["eval_image_size"] = preset["eval_image_size"]
         if values["learning_rate"] is None and values["lr_scaling"] == "sqrt":
             values["learning_rate"] = SQRT_BASE_LR  # the paper's base for square-root scaling
-        for key, value in PRESETS[self.preset].items():
+        for key, value in preset.items():
             if values[key] is None and key != "eval_image_size":
                 values[key] = value
         values["backbone_kwargs"] = parse_backbone_kwargs(values["backbone_kwargs"])

@@ -156,9 +156,16 @@ def skipped_message(skipped: Mapping[int, str], dropped: int = 0) -> str | None:
     return "; ".join(parts) or None
 
 
-def final_summary(output_dir: Path, results: Mapping[str, Any], files: Sequence[str], pushed: Sequence[str]) -> str:
+def final_summary(
+    output_dir: Path,
+    results: Mapping[str, Any],
+    files: Sequence[str],
+    pushed: Sequence[str],
+    timm_dir: Path | None = None,
+) -> str:
     """The lines that end a run: where the model is, its final kNN accuracy against random initialisation, and the
-    commands that evaluate and push it (or ``pushed``: where it went)."""
+    commands that evaluate and push it, with its timm export ``timm_dir`` if there is one (or ``pushed``: where it
+    went)."""
     folder = shlex.quote(str(output_dir))
     lines = [f"done: the model is in {output_dir} ({', '.join(files)})"]
     for key in ("knn_top1_k20", "knn_top1_k200"):
@@ -171,7 +178,8 @@ def final_summary(output_dir: Path, results: Mapping[str, Any], files: Sequence[
     if pushed:
         lines += list(pushed)
     else:
-        lines.append(f"push:     python scripts/push_to_hub.py {folder} <org>/<name>")
+        timm = f" --timm_repo <org>/<name>-timm --timm_dir {shlex.quote(str(timm_dir))}" if timm_dir else ""
+        lines.append(f"push:     python scripts/push_to_hub.py {folder} <org>/<name>{timm}")
     return "\n".join(lines)
 
 

@@ -273,6 +273,8 @@ def build_run(args: PretrainArguments, accelerator: Accelerator) -> Run:
     if isinstance(monitor, str):
         console.say(f"kNN monitor off: {monitor}")  # only the main process has a monitor, or its reason
         monitor = None
+    elif monitor is not None and (line := monitor.not_reported()):
+        console.say(f"kNN monitor: {line}")
     model = build_model(args, world, device)
     optimizer, scheduler, lr = build_optimizer(model, args, data)
     config = model.config
@@ -581,7 +583,8 @@ def save_run(run: Run, results: dict[str, Any]) -> None:
         if timm_repo:
             url = push_timm_folder_to_hub(output_dir / "timm", timm_repo, model_repo=args.hub_model_id, **common)
             pushed.append(pushed_line(url))
-    console.say(console.final_summary(output_dir, results, files, pushed))
+    timm_dir = output_dir / "timm" if args.timm_export else None
+    console.say(console.final_summary(output_dir, results, files, pushed, timm_dir))
 
 
 def plot_training_curves(run: Run) -> list[str]:

@@ -15,7 +15,8 @@ import torch
 from ..data import class_names_of, encode_labels, find_held_out_split, find_label_column
 from ..errors import UsageError
 from ..evaluation.features import extract_features
-from ..evaluation.knn import knn_accuracy
+from ..evaluation.knn import KNN_KS, knn_accuracy
+from ..evaluation.metrics import left_out, not_reported_line, too_few_classes
 from ..modeling_simclr import SimCLRModel, build_image_processor
 from .arguments import PretrainArguments
 from .components import num_workers
@@ -24,7 +25,8 @@ MAX_BANK_IMAGES = 50_000
 
 
 class KnnMonitor:
-    """Call with a model to get ``{"knn_top1_k20": ..., "knn_top1_k200": ...}`` (fractions) on the held-out split."""
+    """Call with a model to get ``{"knn_top1_k20": ..., "knn_top1_k200": ...}`` (fractions) on the held-out split;
+    only the k that the memory bank holds enough images for (see :mod:`hf_simclr.evaluation.metrics`)."""
 
     def __init__(self, bank: Any, held_out: Any, split: str, args: PretrainArguments, num_train: int) -> None:
         self.bank, self.held_out, self.split, self.args = bank, held_out, split, args
@@ -62,9 +64,15 @@ class KnnMonitor:
         # a shuffled sample: a class-sorted image folder's first rows would hold only a few classes
         bank = train_data.shuffle(seed=args.seed).select(range(min(len(train_data), MAX_BANK_IMAGES)))
         bank, _ = encode_labels(bank, column, names)
+        if reason := too_few_classes(len(bank.unique(column)), "the training data"):
+            return reason  # with one class every prediction is right: no accuracy to report
         if column != "label":
             bank, held_out = bank.rename_column(column, "label"), held_out.rename_column(column, "label")
         return cls(bank, held_out, split, args, num_train=len(train_data))
+
+    def not_reported(self) -> str | None:
+        """The line that names the accuracies the memory bank is too small for (kNN at k above its size), or None."""
+        return not_reported_line(left_out(KNN_KS, len(self.bank), None))
 
     def __call__(self, model: SimCLRModel, device: torch.device) -> dict[str, float]:
         bank_features, bank_labels = self._features(self.bank, model, device)

@@ -43,3 +43,13 @@ def test_knn_accuracy_reports_both_ks_as_fractions():
     assert result["knn_top1_k20"] == 1.0 and 0.0 <= result["knn_top1_k200"] <= 1.0
     flipped = knn_accuracy(train_x, train_y, test_x, (test_y + 1) % 3, ks=(20,))
     assert flipped == {"knn_top1_k20": 0.0}
+
+
+def test_knn_accuracy_reports_only_the_ks_the_memory_bank_holds():
+    """k=200 among 40 training features would let all of them vote: that is no kNN at k=200, so it is left out."""
+    generator = torch.Generator().manual_seed(0)
+    train_x, train_y = torch.randn(40, 8, generator=generator), torch.arange(40) % 4
+    test_x, test_y = torch.randn(10, 8, generator=generator), torch.arange(10) % 4
+    assert set(knn_accuracy(train_x, train_y, test_x, test_y)) == {"knn_top1_k20"}
+    assert knn_accuracy(train_x[:19], train_y[:19], test_x, test_y) == {}
+    assert set(knn_accuracy(train_x[:20], train_y[:20], test_x, test_y)) == {"knn_top1_k20"}

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import SCRIPTS, subprocess_env, write_labelled_subset, write_string_label_splits
+from helpers import SCRIPTS, subprocess_env, tiny_config, write_labelled_subset, write_string_label_splits
 from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import (
@@ -20,10 +20,12 @@ from transformers import (
     ResNetForImageClassification,
 )
 
+from hf_simclr import SimCLRModel
 from hf_simclr.cli import run_cli
 from hf_simclr.data import DatasetArguments, load_default_splits
 from hf_simclr.errors import UsageError
 from hf_simclr.evaluation.linear_eval import linear_eval, load_encoder, load_train_and_held_out, parse_args
+from hf_simclr.hub.export import save_model
 from hf_simclr.training import pretrain
 from hf_simclr.training.arguments import parse_args as pretrain_args
 
@@ -50,13 +52,14 @@ def test_linear_eval_cli_end_to_end(tiny_model_dir, small_data, tmp_path):
     entries = json.loads((model_dir / "eval_results.json").read_text())["results"]
     assert len(entries) == 1 and entries[0]["evaluation"] == "linear_eval"
     metrics = entries[0]["metrics"]
-    assert set(metrics) == {"knn_top1_k20", "knn_top1_k200", "linear_top1", "linear_top5"}
+    # 60 training images: no kNN at k=200 (see test_only_the_accuracies_the_data_defines_are_reported)
+    assert set(metrics) == {"knn_top1_k20", "linear_top1", "linear_top5"}
     assert all(0.0 <= v <= 1.0 for v in metrics.values()) and entries[0]["details"]["num_train"] == 60
     assert (model_dir / "tsne.png").is_file() and (model_dir / "training_curves.png").is_file()
     # held-out images with their nearest training images, shown on the card (wrong classes framed)
     assert Image.open(model_dir / "nearest_neighbours.png").size[0] > 8 * 112
     card = ModelCard.load(model_dir / "README.md")
-    for metric in ("kNN top-1 accuracy (k=200)", "Linear probe top-5 accuracy"):
+    for metric in ("kNN top-1 accuracy (k=20)", "Linear probe top-5 accuracy"):
         assert f"| {small_data.name} | test | {metric} |" in card.text
     assert "![nearest neighbours](nearest_neighbours.png)" in card.text
     assert card.data.eval_results is None  # local data has no Hub id for the model-index
@@ -91,7 +94,8 @@ def pretrained_run(tmp_path_factory) -> tuple[Path, Path]:
     splits["train"].shuffle(seed=0).select(range(1000)).to_parquet(str(data / "train.parquet"))
     splits["test"].shuffle(seed=0).select(range(300)).to_parquet(str(data / "test.parquet"))
     model = tmp_path / "pretrained"
-    recipe = "--backbone test_resnet --image_size 32 --projection_hidden_dim 64 --projection_dim 32"
+    recipe = "--backbone test_resnet --image_size 32 --eval_image_size 32 --projection_hidden_dim 64"
+    recipe += " --projection_dim 32"
     recipe += " --per_device_batch_size 128 --epochs 8 --warmup_epochs 0 --num_workers 0 --eval_every 0"
     pretrain(pretrain_args(["--dataset", str(data), "--output_dir", str(model), *recipe.split()]))
     return data, model
@@ -180,7 +184,7 @@ def test_evaluation_runs_without_the_plotting_packages(monkeypatch, tiny_model_d
     out = tmp_path / "out"
     argv = ["--model", str(tiny_model_dir), "--dataset", str(small_data), "--output_dir", str(out)]
     metrics = linear_eval(parse_args([*argv, "--epochs", "2", "--batch_size", "16", "--num_workers", "0"]))
-    assert set(metrics) == {"knn_top1_k20", "knn_top1_k200", "linear_top1", "linear_top5"}
+    assert set(metrics) == {"knn_top1_k20", "linear_top1", "linear_top5"}
     hints = [line for line in capsys.readouterr().out.splitlines() if "hf-simclr[plots]" in line]
     assert hints == ["no plots: pip install 'hf-simclr[plots]' (matplotlib, sklearn) to draw them, or pass --no_plots"]
     assert (out / "eval_results.json").is_file() and (out / "README.md").is_file() and not (out / "tsne.png").exists()
@@ -195,3 +199,31 @@ def test_a_mistyped_model_folder_fails_at_once(typo, tmp_path, monkeypatch, caps
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: --model {typo}: no such file or folder") and error.count("\n") == 0
     assert not (tmp_path / "linear_eval").exists()
+
+
+def test_only_the_accuracies_the_data_defines_are_reported(tmp_path, capsys):
+    """40 training images of 2 classes: k=200 would be every image voting and top-5 always right, so neither is
+    reported, in the results, on the card or on screen."""
+    data, _ = write_string_label_splits(tmp_path / "data", range(2), range(2), 20, 5)
+    model, out = tmp_path / "model", tmp_path / "out"
+    save_model(SimCLRModel(tiny_config(backbone="test_resnet", image_size=32)).eval(), model)
+    argv = ["--model", str(model), "--dataset", str(data), "--output_dir", str(out), "--no_plots"]
+    metrics = linear_eval(parse_args([*argv, "--epochs", "2", "--num_workers", "0"]))
+    assert set(metrics) == {"knn_top1_k20", "linear_top1"}
+    assert set(json.loads((out / "eval_results.json").read_text())["results"][0]["metrics"]) == set(metrics)
+    card = (out / "README.md").read_text()
+    assert "(k=20)" in card and "(k=200)" not in card and "top-5" not in card
+    assert (
+        "not reported: knn_top1_k200 (the 40 training images are fewer than k=200); linear_top5 (2 classes: the top "
+        "five always hold the right one)" in capsys.readouterr().out
+    )
+
+
+def test_a_dataset_of_one_class_is_refused(tiny_model_dir, tmp_path, capsys):
+    data, _ = write_string_label_splits(tmp_path / "data", range(1), range(1), 20, 5)
+    out = tmp_path / "out"
+    argv = ["--model", str(tiny_model_dir), "--dataset", str(data), "--output_dir", str(out), "--no_plots"]
+    assert run_cli(lambda: linear_eval(parse_args(argv))) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: the training split 'train' has 1 class: accuracy needs at least 2"), last
+    assert not (out / "eval_results.json").exists()

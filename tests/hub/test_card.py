@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+from email.message import Message
+from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 
 import pytest
@@ -14,10 +16,12 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from hf_simclr.hub import records
 from hf_simclr.hub.card import (
+    REPOSITORY_URL,
     build_model_card,
     eval_results,
     find_template,
     model_card_for_repo,
+    repository_url,
     update_model_card,
     write_model_card,
 )
@@ -221,3 +225,42 @@ def test_a_card_of_its_own_keeps_its_title_and_quotes_the_repo_instead_of_the_fo
     assert "\n# SimCLRv2 R50 1x\n" in pushed.text and pushed.data.model_name == "simclr-v2-r50"
     assert 'from_pretrained("org/simclr-v2-r50")' in pushed.text
     assert "from_pretrained('org/simclr-v2-r50')" in pushed.text and "converted/r50" not in pushed.text
+
+
+def test_the_card_warns_when_pretraining_did_not_beat_random_initialisation(tmp_path):
+    worse = _finished_run(tmp_path / "worse", None, knn_top1_k20=0.40, knn_top1_k20_random_init=0.45)
+    text = str(write_model_card(worse))
+    assert "**Warning:** pretraining did not beat random initialisation" in text
+    assert "kNN top-1 accuracy (k=20) 40 % against 45 %" in text
+    better = _finished_run(tmp_path / "better", None, knn_top1_k20=0.80, knn_top1_k20_random_init=0.45)
+    assert "Warning" not in str(write_model_card(better))
+
+
+def test_the_card_explains_the_base_and_the_scaled_learning_rate(tmp_path):
+    run = _finished_run(tmp_path / "run", None, global_batch_size=512, learning_rate=0.6)
+    args = json.loads((run / records.TRAINING_ARGS).read_text())
+    write_json(run / records.TRAINING_ARGS, {**args, "learning_rate": 0.3, "lr_scaling": "linear"})
+    text = str(write_model_card(run))
+    assert "| base learning rate (`--learning_rate`) | 0.3 |" in text
+    assert "| learning rate | 0.6 = 0.3 x B / 256, B = 512 (the global batch; `--lr_scaling linear`) |" in text
+
+
+def test_the_card_says_where_to_get_hf_simclr(tmp_path):
+    text = str(write_model_card(_finished_run(tmp_path / "run", None)))
+    assert "`pip install git+https://github.com/hf-simclr/hf_simclr`" in text
+
+
+def test_the_repository_url_comes_from_the_installed_metadata_else_from_pyproject(monkeypatch):
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert pyproject["project"]["urls"]["Repository"] == REPOSITORY_URL
+    fork = Message()
+    fork["Project-URL"] = "Repository, https://example.org/fork/hf_simclr"
+    monkeypatch.setattr("importlib.metadata.metadata", lambda name: fork)
+    assert repository_url() == "https://example.org/fork/hf_simclr"
+
+    def not_installed(name):
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr("importlib.metadata.metadata", not_installed)
+    assert repository_url() == REPOSITORY_URL

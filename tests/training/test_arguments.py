@@ -176,5 +176,6 @@ def test_the_evaluation_resolution_comes_with_the_presets_image_size():
 
     assert sizes() == (32, 44)  # the demo recipe tests above its training resolution
     assert sizes("--image_size", "64") == (64, None)  # another size: evaluated at that size
+    assert sizes("--image_size", "32") == (32, 44)  # the preset's own size, given explicitly: the same recipe
     assert sizes("--eval_image_size", "40") == (32, 40)
     assert sizes("--preset", "cifar") == (32, None) and sizes("--preset", "imagenet") == (224, None)

@@ -21,6 +21,7 @@ from hf_simclr.cli import run_cli
 from hf_simclr.hub.card import update_model_card
 from hf_simclr.hub.records import write_eval_results
 from hf_simclr.training.arguments import parse_args
+from hf_simclr.training.console import final_summary
 from hf_simclr.training.loop import pretrain
 
 HEAVY_MODULES = ("torch", "transformers", "timm", "datasets", "accelerate")
@@ -62,11 +63,22 @@ def test_the_run_prints_its_lines_in_place_and_ends_with_a_summary(finished_run)
         r"lisation",
         summary[1],
     )
-    assert summary[3:] == [
+    assert summary[2:] == [  # 128 training images: no kNN at k=200
         f"evaluate: python scripts/linear_eval.py --model {out}",
         f"push:     python scripts/push_to_hub.py {out} <org>/<name>",
     ]
     assert (out / "training_curves.png").stat().st_size > 1000
+
+
+def test_the_push_hint_includes_the_timm_export_when_there_is_one(tmp_path):
+    out = tmp_path / "my run"
+    plain = final_summary(out, {}, ["README.md"], [])
+    assert plain.splitlines()[-1] == f"push:     python scripts/push_to_hub.py '{out}' <org>/<name>"
+    with_timm = final_summary(out, {}, ["README.md", "timm/"], [], timm_dir=out / "timm")
+    assert with_timm.splitlines()[-1] == (
+        f"push:     python scripts/push_to_hub.py '{out}' <org>/<name> --timm_repo <org>/<name>-timm "
+        f"--timm_dir '{out / 'timm'}'"
+    )
 
 
 @pytest.mark.slow

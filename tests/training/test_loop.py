@@ -22,7 +22,7 @@ from hf_simclr.training import parse_args, pretrain
 @pytest.mark.slow
 def test_pretrain_cli_writes_a_loadable_model(small_dataset, tmp_path):
     out = tmp_path / "run"
-    run_pretrain(
+    result = run_pretrain(
         [
             *TINY_PRETRAIN,
             "--dataset",
@@ -48,6 +48,8 @@ def test_pretrain_cli_writes_a_loadable_model(small_dataset, tmp_path):
     ):
         assert (out / name).is_file(), name
     assert (out / "timm" / "model.safetensors").is_file()
+    push = f"python scripts/push_to_hub.py {out} <org>/<name> --timm_repo <org>/<name>-timm --timm_dir {out / 'timm'}"
+    assert push in result.stdout, result.stdout[-2000:]
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_00000003"]
     model = AutoModel.from_pretrained(out)
     assert model.config.backbone == "test_resnet" and model.config.image_size == 32
@@ -106,7 +108,9 @@ def test_resuming_with_another_learning_rate_applies_it_and_records_it(small_dat
     assert json.loads((first / "training_args.json").read_text())["learning_rate"] == 0.03
     scaled = 0.03 * 16 / 256
     assert json.loads((first / "results.json").read_text())["learning_rate"] == pytest.approx(scaled)
-    assert f"| learning rate | {scaled:g} |" in (first / "README.md").read_text()
+    card = (first / "README.md").read_text()
+    assert "| base learning rate (`--learning_rate`) | 0.03 |" in card
+    assert f"| learning rate | {scaled:.4g} = 0.03 x B / 256, B = 16 (the global batch; " in card
 
 
 def test_a_string_label_column_keeps_the_knn_monitor_on(tmp_path):
@@ -162,3 +166,33 @@ def test_gradient_accumulation_is_refused_in_one_line(small_dataset, tmp_path, m
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: gradient accumulation (4 steps") and "--grad_cache_chunk" in last, last
     assert not out.exists()
+
+
+def _classes_of_the_embedded_data(folder: Path, classes: range, per_class: int) -> Path:
+    """Train and test splits of the embedded data holding only ``classes`` (its ClassLabel still names all ten)."""
+    folder.mkdir()
+    for split, count in (("train", per_class), ("test", 5)):
+        rows = load_default_splits()[split]
+        labels = rows["label"]
+        keep = [i for c in classes for i in [j for j, label in enumerate(labels) if label == c][:count]]
+        rows.select(sorted(keep)).to_parquet(str(folder / f"{split}.parquet"))
+    return folder
+
+
+def test_the_knn_monitor_reports_only_what_its_data_defines(tmp_path, capsys):
+    args = [*TINY_PRETRAIN, "--max_steps", "1", "--eval_every", "0"]
+    two = _classes_of_the_embedded_data(tmp_path / "two", range(2), 20)  # 40 images: no k=200
+    results = pretrain(parse_args([*args, "--dataset", str(two), "--output_dir", str(tmp_path / "a")]))
+    assert {k for k in results if k.startswith("knn_top1")} == {"knn_top1_k20", "knn_top1_k20_random_init"}
+    assert "(k=200)" not in (tmp_path / "a" / "README.md").read_text()
+    assert "kNN monitor: not reported: knn_top1_k200 (the 40 training images are fewer than k=200)" in (
+        capsys.readouterr().out
+    )
+    one = _classes_of_the_embedded_data(tmp_path / "one", range(1), 20)  # every prediction would be right
+    results = pretrain(parse_args([*args, "--dataset", str(one), "--output_dir", str(tmp_path / "b")]))
+    assert not any(k.startswith("knn") for k in results) and "| 100 |" not in (tmp_path / "b" / "README.md").read_text()
+    out = capsys.readouterr().out
+    assert "kNN monitor off: the training data has 1 class: accuracy needs at least 2" in out, out
+    argv = [*args, "--dataset", str(one), "--label_column", "label", "--output_dir", str(tmp_path / "c")]
+    assert run_cli(lambda: pretrain(parse_args(argv))) == 2
+    assert "--label_column label: the kNN monitor cannot run: the training data has 1 class" in capsys.readouterr().err
