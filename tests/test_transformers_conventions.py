@@ -215,8 +215,15 @@ def test_classification_loss_over_accumulated_batches_is_the_mean_of_the_whole_s
 def test_run_image_classification_calls_fine_tune_a_simclr_checkpoint(tiny_model_dir, tmp_path, one_thread):
     """What transformers' examples/pytorch/image-classification/run_image_classification.py does with a model: the
     same calls, on real images (the embedded data)."""
-    from torchvision.transforms import CenterCrop, Compose, Normalize, RandomHorizontalFlip, RandomResizedCrop, Resize
-    from torchvision.transforms import ToTensor
+    from torchvision.transforms import (
+        CenterCrop,
+        Compose,
+        Normalize,
+        RandomHorizontalFlip,
+        RandomResizedCrop,
+        Resize,
+        ToTensor,
+    )
 
     names = ["T-shirt/top", "Trouser", "Pullover"]
     label2id, id2label = {name: str(i) for i, name in enumerate(names)}, {str(i): name for i, name in enumerate(names)}
