@@ -27,6 +27,7 @@ from .arguments import parse_linear_eval_args as parse_args
 from .features import extract_features
 from .knn import knn_accuracy
 from .linear_probe import linear_probe
+from .neighbours import NEIGHBOURS_IMAGE, draw_neighbour_grid
 from .plots import missing_plot_packages, split_label
 
 
@@ -155,15 +156,22 @@ def _linear_eval(args: LinearEvalArguments) -> dict[str, Any]:
         "linear_probe": {k: v for k, v in probe.items() if not k.startswith("linear_")},
         "linear_probe_epochs": args.epochs,
     }
+    if len(train_x) == len(train_ds) and len(test_x) == len(test_ds):  # rows and features align: none was unreadable
+        where = split_label(dataset_names(args.dataset)[0], split)
+        title = f"Held-out images ({where}) and their nearest training images"
+        train, held_out = (train_ds, train_x, train_y), (test_ds, test_x, test_y)
+        grid = Path(args.output_dir) / NEIGHBOURS_IMAGE
+        grid.parent.mkdir(parents=True, exist_ok=True)
+        draw_neighbour_grid(train, held_out, class_names, args.image_column, grid, title=title)
     write_results(args, split, metrics, details)
-    written = "results and card"
+    written = "results, neighbours and card"
     if args.no_plots:
         pass
     elif missing := missing_plot_packages():  # the plots are optional: the numbers do not need them
         print(f"no plots: pip install 'hf-simclr[plots]' ({', '.join(missing)}) to draw them, or pass --no_plots")
     else:
         draw_plots(args, split, test_x, test_y, class_names)
-        written = "results, card and plots"
+        written = "results, neighbours, card and plots"
     print(f"{written} in {args.output_dir}")
     return metrics
 

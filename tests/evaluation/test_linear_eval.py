@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import SCRIPTS, subprocess_env, write_labelled_subset, write_string_label_splits
 from huggingface_hub import ModelCard
+from PIL import Image
 from transformers import (
     AutoImageProcessor,
     AutoModel,
@@ -52,9 +53,12 @@ def test_linear_eval_cli_end_to_end(tiny_model_dir, small_data, tmp_path):
     assert set(metrics) == {"knn_top1_k20", "knn_top1_k200", "linear_top1", "linear_top5"}
     assert all(0.0 <= v <= 1.0 for v in metrics.values()) and entries[0]["details"]["num_train"] == 60
     assert (model_dir / "tsne.png").is_file() and (model_dir / "training_curves.png").is_file()
+    # held-out images with their nearest training images, shown on the card (wrong classes framed)
+    assert Image.open(model_dir / "nearest_neighbours.png").size[0] > 8 * 112
     card = ModelCard.load(model_dir / "README.md")
     for metric in ("kNN top-1 accuracy (k=200)", "Linear probe top-5 accuracy"):
         assert f"| {small_data.name} | test | {metric} |" in card.text
+    assert "![nearest neighbours](nearest_neighbours.png)" in card.text
     assert card.data.eval_results is None  # local data has no Hub id for the model-index
     # the folder still loads as a model, and the card of a second run keeps one entry per metric
     assert AutoModel.from_pretrained(model_dir) is not None and AutoImageProcessor.from_pretrained(model_dir)

@@ -69,7 +69,7 @@ def test_push_folder_to_hub_one_commit_no_op_repush_branch_and_failure(hub_clien
     assert out["again"] == out["first"] and out["first"].startswith(hub_client.server.url + "/org/pushed/commit/")
     assert out["dev"] == out["first"]  # a new branch at main's head: same content, no commit
     saved = ["config.json", "configuration_simclr.py", "loss.py", "model.safetensors", "modeling_simclr.py"]
-    assert out["files"] == [".gitattributes", "README.md", *saved, "preprocessor_config.json"]
+    assert out["files"] == [".gitattributes", "README.md", *saved, "preprocessor_config.json", "selective_kernel.py"]
     assert out["timm_files"] == [".gitattributes", "README.md", "config.json", "model.safetensors"]
     assert out["commits"] == ["Upload SimCLR model", "initial commit"]
     assert out["private"] is True and out["card_tags"] == ["simclr"]
