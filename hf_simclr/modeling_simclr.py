@@ -311,6 +311,8 @@ class SimCLRPreTrainedModel(PreTrainedModel):
         # A checkpoint whose encoder weights are missing would otherwise load with random encoder weights
         # and only a warning: refuse it instead.
         wants_info = kwargs.pop("output_loading_info", False)
+        # from_pretrained(None, config=..., state_dict={}) builds a model through the loading path without weights
+        loads_weights = source is not None or bool(kwargs.get("state_dict"))
         try:
             model, info = super().from_pretrained(source, *args, output_loading_info=True, **kwargs)
         except SafetensorError as err:
@@ -319,10 +321,10 @@ class SimCLRPreTrainedModel(PreTrainedModel):
                 "(force_download=True) or save the model again"
             ) from err
         missing = sorted(k for k in info["missing_keys"] if k.startswith("encoder."))
-        if missing and source is not None:  # from_pretrained(None, config=..., state_dict=...) loads no checkpoint
+        if missing and loads_weights:
             raise ValueError(
-                f"{source} has no weights for {len(missing)} encoder tensors (e.g. {missing[0]}): it is not a "
-                f"checkpoint of backbone {model.config.backbone!r}; point to a folder saved by "
+                f"{source or 'state_dict'} has no weights for {len(missing)} encoder tensors (e.g. {missing[0]}): "
+                f"it is not a checkpoint of backbone {model.config.backbone!r}; point to a folder saved by "
                 "SimCLRModel.save_pretrained"
             )
         broken = next((k for k, t in model.state_dict().items() if not _finite(t)), None)

@@ -13,8 +13,7 @@ import hf_simclr  # noqa: F401 - registers the Auto classes
 from hf_simclr import SimCLRModel
 from hf_simclr.hub.export import save_model
 
-
-# markers of transformers' own test files, which tests/test_transformers_common.py imports when TRANSFORMERS_TESTS is set
+# markers of transformers' own test files, which tests/test_transformers_common.py imports (TRANSFORMERS_TESTS)
 TRANSFORMERS_TEST_MARKERS = (
     "accelerate_tests",
     "flash_attn_test",

@@ -88,6 +88,10 @@ def test_every_loading_path_gives_the_encoder_timms_initialisation(model_class):
     _assert_same(_encoder_state(loaded), reference)
     if model_class is SimCLRForImageClassification:
         assert loaded.classifier.bias.abs().max() == 0 and 0 < loaded.classifier.weight.std() < 0.02
+    # weights that lack some of the encoder's are still refused: they are no checkpoint of this backbone
+    partial = {"encoder.conv1.weight": reference["conv1.weight"]}
+    with pytest.raises(ValueError, match="state_dict has no weights for 119 encoder tensors"):
+        model_class.from_pretrained(None, config=config, state_dict=partial)
 
 
 def _train_steps(model: SimCLRModel, views: torch.Tensor, steps: int = 2) -> list[torch.Tensor]:
