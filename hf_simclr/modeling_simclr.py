@@ -159,11 +159,14 @@ class SimCLRPreTrainedModel(PreTrainedModel):
         if not isinstance(encoder, ResNet):
             self._no_split_modules = [type(encoder).__name__]
         self.supports_gradient_checkpointing = hasattr(encoder, "set_grad_checkpointing")
-        # Built with real tensors (not on the meta device), the encoder keeps timm's initialisation (e.g. the zero
-        # scale of the last BatchNorm of each residual block): _init_weights only fills tensors without values.
-        for tensor in _tensors(encoder, recurse=True):
-            if tensor.device.type != "meta":
-                tensor._is_hf_initialized = True
+        # Built with real tensors (not on the meta device), the encoder and the projection head keep the values they
+        # were built with (timm's initialisation, e.g. the zero scale of the last BatchNorm of each residual block;
+        # torch's defaults), so a seed builds the same model as it always did: _init_weights fills only tensors
+        # without values, and the classifier.
+        for module in (encoder, getattr(self, "projection_head", None)):
+            for tensor in _tensors(module, recurse=True) if module is not None else ():
+                if tensor.device.type != "meta":
+                    tensor._is_hf_initialized = True
         super().post_init()
 
     def _create_encoder(self) -> nn.Module:
@@ -235,7 +238,7 @@ class SimCLRPreTrainedModel(PreTrainedModel):
         transformers calls this for every module and skips the ones without tensors of their own (the encoder and
         head containers), so it acts on leaf modules: an encoder leaf gets the values timm's own initialisation gives
         it, the head's Linear and BatchNorm layers torch's defaults (those they are built with). Loaded tensors, and
-        those of an encoder built on a real device (see post_init), are left alone.
+        those of an encoder and a head built on a real device (see post_init), are left alone.
         """
         if not any(not getattr(t, "_is_hf_initialized", False) for t in _tensors(module)):
             return

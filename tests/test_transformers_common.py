@@ -114,9 +114,9 @@ class SimCLRModelTest(common.ModelTesterMixin, unittest.TestCase):
         pass
 
     @unittest.skip(
-        reason="the encoder's convolutions get timm's random initialisation, which the test cannot seed (it exempts "
-        "transformers' own TimmWrapper models for that reason); test_transformers_conventions checks that every "
-        "loading path gives exactly timm's initialisation for the same seed"
+        reason="a built model keeps the random values its encoder (timm's initialisation) and head were built with, "
+        "which the test cannot seed (it exempts transformers' own TimmWrapper models for that reason); "
+        "test_transformers_conventions checks that every loading path gives timm's initialisation for the same seed"
     )
     def test_can_init_all_missing_weights(self):
         pass
