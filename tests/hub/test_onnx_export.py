@@ -72,3 +72,15 @@ def test_bad_input_fails_in_one_line_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "exists: pass --overwrite" in err
     assert (tmp_path / "done" / "onnx" / "model.onnx").read_bytes() == b"an earlier export"
+
+
+@pytest.mark.slow
+def test_an_export_that_fails_its_check_writes_nothing(tmp_path, capsys, monkeypatch, one_thread):
+    import hf_simclr.hub.onnx_export
+
+    monkeypatch.setattr(hf_simclr.hub.onnx_export, "TOLERANCE", -1.0)  # no graph can pass: the check fails
+    SimCLRModel(tiny_config(backbone="test_resnet", image_size=32)).save_pretrained(tmp_path / "model")
+    capsys.readouterr()
+    assert load_script("export_onnx").main([str(tmp_path / "model"), str(tmp_path / "out")]) == 1
+    assert "differs from PyTorch's by" in capsys.readouterr().err
+    assert list((tmp_path / "out").iterdir()) == []
