@@ -155,7 +155,10 @@ class SimCLRPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
 
     def post_init(self) -> None:
-        encoder = self.encoder
+        encoder = getattr(self, "encoder", None)  # the timm encoder every SimCLR model class builds first
+        if encoder is None:
+            super().post_init()
+            return
         if not isinstance(encoder, ResNet):
             self._no_split_modules = [type(encoder).__name__]
         self.supports_gradient_checkpointing = hasattr(encoder, "set_grad_checkpointing")
@@ -242,7 +245,8 @@ class SimCLRPreTrainedModel(PreTrainedModel):
         """
         if not any(not getattr(t, "_is_hf_initialized", False) for t in _tensors(module)):
             return
-        if any(module is m for m in self.encoder.modules()):
+        encoder = getattr(self, "encoder", None)
+        if encoder is not None and any(module is m for m in encoder.modules()):
             self._init_encoder_as_timm()
         elif isinstance(module, nn.Linear):  # nn.Linear.reset_parameters, per tensor
             init.kaiming_uniform_(module.weight, a=math.sqrt(5))
