@@ -7,6 +7,7 @@ transformers (and safetensors, which transformers requires) and its siblings.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import timm
@@ -15,7 +16,9 @@ from safetensors import SafetensorError, safe_open
 from timm.layers import create_pool2d
 from timm.models.resnet import ResNet
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from transformers import BitImageProcessor, PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput, cached_file
 
@@ -138,11 +141,6 @@ class SimCLRProjectionHead(nn.Sequential):
         self.out_features = dim
         super().__init__(*layers)
 
-    def reset_parameters(self) -> None:
-        for layer in self:
-            if hasattr(layer, "reset_parameters"):
-                layer.reset_parameters()
-
 
 class SimCLRPreTrainedModel(PreTrainedModel):
     config_class = SimCLRConfig
@@ -150,8 +148,29 @@ class SimCLRPreTrainedModel(PreTrainedModel):
     base_model_prefix = "simclr"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
-    _no_split_modules: list[str] = []
-    supports_gradient_checkpointing = False
+    # device_map="auto" keeps each residual block on one device: split, its shortcut would be added to a tensor on
+    # another device. An encoder that is not a timm ResNet is kept whole instead (see post_init).
+    _no_split_modules = ["BasicBlock", "Bottleneck", "SelectiveKernelBottleneck"]
+    # through timm's set_grad_checkpointing (per residual block), where the encoder has it (see post_init)
+    supports_gradient_checkpointing = True
+
+    def post_init(self) -> None:
+        encoder = getattr(self, "encoder", None)  # the timm encoder every SimCLR model class builds first
+        if encoder is None:
+            super().post_init()
+            return
+        if not isinstance(encoder, ResNet):
+            self._no_split_modules = [type(encoder).__name__]
+        self.supports_gradient_checkpointing = hasattr(encoder, "set_grad_checkpointing")
+        # Built with real tensors (not on the meta device), the encoder and the projection head keep the values they
+        # were built with (timm's initialisation, e.g. the zero scale of the last BatchNorm of each residual block;
+        # torch's defaults), so a seed builds the same model as it always did: _init_weights fills only tensors
+        # without values, and the classifier.
+        for module in (encoder, getattr(self, "projection_head", None)):
+            for tensor in _tensors(module, recurse=True) if module is not None else ():
+                if tensor.device.type != "meta":
+                    tensor._is_hf_initialized = True
+        super().post_init()
 
     def _create_encoder(self) -> nn.Module:
         config = self.config
@@ -216,10 +235,58 @@ class SimCLRPreTrainedModel(PreTrainedModel):
                     module.eps = eps
 
     def _init_weights(self, module: nn.Module) -> None:
-        # The encoder keeps timm's own initialisation (e.g. zero-initialised last BN of each residual block):
-        # only the modules this class adds on top are initialised here.
-        if isinstance(module, SimCLRProjectionHead):
-            module.reset_parameters()
+        """Initialise the tensors of `module` that hold no values yet: those of a model built on the meta device
+        (then `init_weights()`), and those a checkpoint does not have when `from_pretrained` loads it.
+
+        transformers calls this for every module and skips the ones without tensors of their own (the encoder and
+        head containers), so it acts on leaf modules: an encoder leaf gets the values timm's own initialisation gives
+        it, the head's Linear and BatchNorm layers torch's defaults (those they are built with). Loaded tensors, and
+        those of an encoder and a head built on a real device (see post_init), are left alone.
+        """
+        if not any(not getattr(t, "_is_hf_initialized", False) for t in _tensors(module)):
+            return
+        encoder = getattr(self, "encoder", None)
+        if encoder is not None and any(module is m for m in encoder.modules()):
+            self._init_encoder_as_timm()
+        elif isinstance(module, nn.Linear):  # nn.Linear.reset_parameters, per tensor
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                init.uniform_(module.bias, -1 / math.sqrt(module.in_features), 1 / math.sqrt(module.in_features))
+        elif isinstance(module, _BatchNorm):
+            _init_batch_norm(module)
+
+    def _init_encoder_as_timm(self) -> None:
+        """Give every encoder tensor without values the one timm's initialisation gives it (kaiming convolutions,
+        zero-initialised last BatchNorm of each residual block, fresh running statistics, ...): copied from an
+        encoder built from the config, so any timm backbone, width and stem initialises as timm builds it."""
+        with torch.device("cpu"):
+            reference = dict(_named_tensors(self._create_encoder()))
+        for name, tensor in _named_tensors(self.encoder):
+            if not getattr(tensor, "_is_hf_initialized", False) and tensor.device.type != "meta":
+                init.copy_(tensor, reference[name])
+                tensor._is_hf_initialized = True
+
+    def _set_gradient_checkpointing(self, enable: bool = True, *args, **kwargs) -> None:
+        """Checkpoint each residual block of the encoder with timm's own `set_grad_checkpointing` (timm's
+        `checkpoint_seq`, non-reentrant unless TIMM_REENTRANT_CKPT is set; transformers'
+        `gradient_checkpointing_kwargs` and `every_n_layers` do not reach it). The backward pass recomputes each
+        block's forward, BatchNorm layers included: `_keep_running_stats_on_recompute` keeps their running
+        statistics at what the forward pass made them, so they are updated once per step, as without
+        checkpointing."""
+        self.encoder.set_grad_checkpointing(enable)
+        for handle in self.__dict__.pop("_recompute_hooks", []):
+            handle.remove()
+        if enable:
+            self._recompute_hooks = [
+                m.register_forward_pre_hook(_keep_running_stats_on_recompute)
+                for m in self.encoder.modules()
+                if isinstance(m, _BatchNorm)
+            ]
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """Whether the encoder checkpoints its blocks (what `is_activation_checkpointing` reads)."""
+        return bool(getattr(self.encoder, "grad_checkpointing", False))
 
     def _encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feature_map = self.encoder.forward_features(pixel_values)
@@ -251,6 +318,8 @@ class SimCLRPreTrainedModel(PreTrainedModel):
         # A checkpoint whose encoder weights are missing would otherwise load with random encoder weights
         # and only a warning: refuse it instead.
         wants_info = kwargs.pop("output_loading_info", False)
+        # from_pretrained(None, config=..., state_dict={}) builds a model through the loading path without weights
+        loads_weights = source is not None or bool(kwargs.get("state_dict"))
         try:
             model, info = super().from_pretrained(source, *args, output_loading_info=True, **kwargs)
         except SafetensorError as err:
@@ -259,10 +328,10 @@ class SimCLRPreTrainedModel(PreTrainedModel):
                 "(force_download=True) or save the model again"
             ) from err
         missing = sorted(k for k in info["missing_keys"] if k.startswith("encoder."))
-        if missing:
+        if missing and loads_weights:
             raise ValueError(
-                f"{source} has no weights for {len(missing)} encoder tensors (e.g. {missing[0]}): it is not a "
-                f"checkpoint of backbone {model.config.backbone!r}; point to a folder saved by "
+                f"{source or 'state_dict'} has no weights for {len(missing)} encoder tensors (e.g. {missing[0]}): "
+                f"it is not a checkpoint of backbone {model.config.backbone!r}; point to a folder saved by "
                 "SimCLRModel.save_pretrained"
             )
         broken = next((k for k, t in model.state_dict().items() if not _finite(t)), None)
@@ -288,6 +357,50 @@ class SimCLRPreTrainedModel(PreTrainedModel):
 
 # cached_file returns None for a file the folder or repo does not have (or cannot be reached for: loading says so)
 _IF_PRESENT = {"_raise_exceptions_for_missing_entries": False, "_raise_exceptions_for_connection_errors": False}
+
+
+def _tensors(module: nn.Module, recurse: bool = False) -> list[torch.Tensor]:
+    return [*module.parameters(recurse=recurse), *module.buffers(recurse=recurse)]
+
+
+def _named_tensors(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [*module.named_parameters(), *module.named_buffers()]
+
+
+def _init_batch_norm(module: _BatchNorm) -> None:
+    """torch's BatchNorm initialisation (scale 1, centre 0, fresh running statistics), per tensor."""
+    if module.weight is not None:
+        init.ones_(module.weight)
+    if module.bias is not None:
+        init.zeros_(module.bias)
+    if module.running_mean is not None:
+        init.zeros_(module.running_mean)
+        init.ones_(module.running_var)
+    if module.num_batches_tracked is not None:
+        init.zeros_(module.num_batches_tracked)
+
+
+def _keep_running_stats_on_recompute(module: _BatchNorm, args: tuple) -> None:
+    """Forward pre-hook of the encoder's BatchNorm layers under activation checkpointing.
+
+    A layer that runs while autograd runs a backward pass is being recomputed for a checkpointed block (the check
+    torch's own `ModuleTracker.is_bw` makes); its forward pass already updated the running statistics, and the
+    recomputation would update them a second time. They are saved here and put back when the backward pass ends
+    (the recomputation may stop before this layer's forward returns, so not in a forward hook).
+    """
+    if not (module.training and module.track_running_stats) or torch._C._current_graph_task_id() == -1:
+        return
+    if module.__dict__.get("_stats_before_recompute") is not None:
+        return  # saved already during this backward pass
+    stats = [t for t in (module.running_mean, module.running_var, module.num_batches_tracked) if t is not None]
+    module._stats_before_recompute = [t.clone() for t in stats]
+
+    def restore() -> None:
+        with torch.no_grad():
+            for tensor, saved in zip(stats, module.__dict__.pop("_stats_before_recompute"), strict=True):
+                tensor.copy_(saved)
+
+    torch.autograd.Variable._execution_engine.queue_callback(restore)
 
 
 def _finite(tensor: torch.Tensor) -> bool:
@@ -464,6 +577,9 @@ class SimCLRForImageClassification(SimCLRPreTrainedModel):
     """
 
     _keys_to_ignore_on_load_unexpected = [r"projection_head\..*"]
+    # The Trainer passes `num_items_in_batch` (its count of labels over all gradient-accumulation steps), and takes
+    # the loss as already scaled for accumulation (see `classification_loss`).
+    accepts_loss_kwargs = True
 
     def __init__(self, config: SimCLRConfig) -> None:
         super().__init__(config)
@@ -482,11 +598,25 @@ class SimCLRForImageClassification(SimCLRPreTrainedModel):
             self.freeze_encoder()
 
     def _init_weights(self, module: nn.Module) -> None:
-        super()._init_weights(module)
         if module is getattr(self, "classifier", None):
             # the linear-evaluation protocol's classifier initialisation
-            nn.init.normal_(module.weight, std=0.01)
-            nn.init.zeros_(module.bias)
+            init.normal_(module.weight, std=0.01)
+            init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+
+    def classification_loss(
+        self, labels: torch.Tensor, logits: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """transformers' loss for `config.problem_type` (cross-entropy for single-label classification, inferred
+        from the labels as transformers does), as a mean over this batch's labels or, given `num_items_in_batch`
+        (the Trainer's count of labels over all the batches of one optimizer step), as a sum over it: the
+        accumulated gradients are then those of the whole step's mean, whatever the batches' sizes."""
+        loss = self.loss_function(labels, logits, self.config, num_items_in_batch=num_items_in_batch)
+        if num_items_in_batch is not None and self.config.problem_type != "single_label_classification":
+            # transformers' MSE and BCE losses take no num_items_in_batch: their mean, rescaled to the same sum
+            loss = loss * labels.ne(-100).sum() / num_items_in_batch
+        return loss
 
     def _features(self) -> list[nn.Module]:
         return [m for m in (self.encoder, self.projection_head) if m is not None]
@@ -519,7 +649,7 @@ class SimCLRForImageClassification(SimCLRPreTrainedModel):
         logits = self.classifier(pooled)
         loss = None
         if labels is not None:
-            loss = self.loss_function(labels, logits, self.config)
+            loss = self.classification_loss(labels, logits, kwargs.get("num_items_in_batch"))
         output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=None)
         return output if return_dict else output.to_tuple()
 

@@ -13,6 +13,28 @@ import hf_simclr  # noqa: F401 - registers the Auto classes
 from hf_simclr import SimCLRModel
 from hf_simclr.hub.export import save_model
 
+# markers of transformers' own test files, which tests/test_transformers_common.py imports (TRANSFORMERS_TESTS)
+TRANSFORMERS_TEST_MARKERS = (
+    "accelerate_tests",
+    "flash_attn_test",
+    "flash_attn_3_test",
+    "flash_attn_4_test",
+    "torch_compile_test",
+    "is_training_test",
+    "is_pipeline_test",
+    "is_staging_test",
+    "is_agent_test",
+    "is_fsdp_test",
+    "is_tensor_parallel_test",
+    "is_expert_parallel_test",
+    "order",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker in TRANSFORMERS_TEST_MARKERS:
+        config.addinivalue_line("markers", f"{marker}: a marker of transformers' own tests")
+
 
 @pytest.fixture(scope="module")
 def one_thread():
