@@ -11,6 +11,11 @@ from ..cli import parse_arguments
 from ..data.arguments import DatasetArguments
 from ..errors import UsageError
 
+# the choices of scripts/finetune.py (hf_simclr.evaluation.finetune_recipe holds the recipes; it needs torch)
+RECIPES = ("simclr_v2", "simclr_v1")
+OPTIMIZERS = ("lars", "momentum")
+CLASSIFIER_INITS = ("zeros", "normal")
+
 MIN_IMAGE_SIZE = 8  # the smallest a SimCLR config accepts
 MAX_IMAGE_SIZE = 4096  # far above any recipe: a larger side is a typo that would fail on a huge allocation
 
@@ -93,18 +98,44 @@ class FinetuneArguments(DatasetArguments):
             "or less, else 30, and 90 with --freeze_encoder"
         },
     )
+    recipe: str | None = field(
+        default=None,
+        metadata={
+            "help": "simclr_v2 (LARS 0.005 x sqrt(B), classifier on the first head layer below 100 %% of the "
+            "labels) or simclr_v1 (Nesterov momentum 0.05 x B / 256); default: simclr_v2 for a model with the v2 "
+            "head (3 layers with BatchNorm), else simclr_v1. Each setting below overrides it"
+        },
+    )
+    optimizer: str | None = field(default=None, metadata={"help": "lars or momentum (Nesterov); default: the recipe's"})
     classifier_projection_layers: int | None = field(
         default=None,
         metadata={
             "help": "projection-head layers kept below the classifier, with their pretrained weights: 0 puts the "
-            "classifier on h, 1 on the first head layer (SimCLRv2's fine-tuning); default: the model's own (0 for a "
-            "SimCLRModel checkpoint)"
+            "classifier on h, 1 on the first head layer; default: the recipe's (simclr_v2: 1 below 100 %% of the "
+            "labels, else 0; simclr_v1: the model's own; --freeze_encoder: 0)"
+        },
+    )
+    classifier_init: str | None = field(
+        default=None,
+        metadata={"help": "zeros or normal (N(0, 0.01)); default: zeros for simclr_v2 and linear evaluation"},
+    )
+    reuse_classifier: bool = field(
+        default=False,
+        metadata={
+            "help": "start from the classifier the --model folder holds (it must sit where this run places it and "
+            "know the same classes) instead of a new one"
         },
     )
     learning_rate: float | None = field(
-        default=None, metadata={"help": "default: 0.05 x B / 256 (0.1 x B / 256 when frozen)"}
+        default=None,
+        metadata={
+            "help": "the learning rate itself; default: the recipe's, scaled with the global batch B (simclr_v2: "
+            "0.005 x sqrt(B); simclr_v1: 0.05 x B / 256; --freeze_encoder: 0.1 x B / 256)"
+        },
     )
-    weight_decay: float = field(default=0.0, metadata={"help": "weight decay (the paper uses none when fine-tuning)"})
+    weight_decay: float | None = field(
+        default=None, metadata={"help": "default: the recipe's (0 when fine-tuning, 1e-6 with --freeze_encoder)"}
+    )
     per_device_batch_size: int = field(default=64, metadata={"help": "images per process per step"})
     image_size: int | None = field(
         default=None,
@@ -137,8 +168,12 @@ class FinetuneArguments(DatasetArguments):
             )
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise UsageError(f"--learning_rate must be > 0, got {self.learning_rate}")
-        if self.weight_decay < 0 or self.num_workers < 0:
+        if (self.weight_decay is not None and self.weight_decay < 0) or self.num_workers < 0:
             raise UsageError("--weight_decay and --num_workers must be 0 or more")
+        for name, allowed in (("recipe", RECIPES), ("optimizer", OPTIMIZERS), ("classifier_init", CLASSIFIER_INITS)):
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise UsageError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
         if not 0 < self.min_crop_scale <= 1:
             raise UsageError(f"--min_crop_scale must be in (0, 1], got {self.min_crop_scale}")
         output_dir = Path(self.output_dir)

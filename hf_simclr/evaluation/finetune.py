@@ -1,13 +1,13 @@
 """`scripts/finetune.py`: fine-tune a SimCLR encoder with a linear classifier on all or a fraction of the labels.
 
-The protocol of the SimCLR paper (appendix B.5): Nesterov SGD with momentum 0.9, learning rate 0.05 x B / 256 with a
-cosine schedule and no warm-up, no weight decay, random crop with resize and random horizontal flip as the only
-augmentation; ``--label_fraction 0.01`` / ``0.1`` is the semi-supervised setting, drawn class-balanced with a seed,
-trained for 60 / 30 epochs (SimCLRv2 trains 30 epochs on all the labels too). ``--classifier_projection_layers 1``
-puts the classifier on the first projection-head layer, carried over from the pretrained model (SimCLRv2's
-fine-tuning). With ``--freeze_encoder`` only the classifier trains and the encoder stays in eval mode (linear
-evaluation with augmentation, 90 epochs; learning rate 0.1 x B / 256). Incomplete last batches are dropped (a batch of
-one image would break BatchNorm); on several GPUs BatchNorm is synchronised across them. Training, the test and the
+The recipe (optimiser, learning rate, weight decay, where the classifier sits and how it starts) is SimCLRv2's for a
+model with the v2 projection head, SimCLR's for any other, and linear evaluation's with ``--freeze_encoder``
+(:mod:`.finetune_recipe`); flags override each setting. All of them train with a cosine schedule and no warm-up,
+random crop with resize and random horizontal flip as the only augmentation; ``--label_fraction 0.01`` / ``0.1`` is
+the semi-supervised setting, drawn class-balanced with a seed, trained for 60 / 30 epochs (SimCLRv2 trains 30
+epochs on all the labels too; linear evaluation 90). With ``--freeze_encoder`` only the classifier trains and the
+encoder stays in eval mode. Incomplete last batches are dropped (a batch of one image would break BatchNorm); on
+several GPUs BatchNorm is synchronised across them (global BN, as the official code). Training, the test and the
 saved image processor share one resolution, ``--image_size`` (default: the model's training resolution), so the saved
 folder loads with ``pipeline("image-classification")`` and gives the accuracy reported.
 """
@@ -33,10 +33,11 @@ from ..hub.export import build_image_processor, save_model
 from ..hub.locate import check_local_or_hub, check_model_folder, reaching_the_hub
 from ..hub.output_lock import OutputDirLock
 from ..hub.records import FINETUNE_LOG, RunLog, dataset_names, public_model_name, write_eval_results, writing
-from ..training.optim import build_schedule, scaled_learning_rate
+from ..optim import build_lars, build_schedule
 from .arguments import FinetuneArguments
 from .arguments import parse_finetune_args as parse_args
 from .features import ImageProcessorCollate
+from .finetune_recipe import FinetuneRecipe, describe_recipe, finetune_recipe
 from .linear_eval import load_train_and_held_out
 from .linear_probe import class_balanced_split
 from .metrics import check_classes, left_out, not_reported_line, top5_defined
@@ -102,7 +103,9 @@ class CropFlipDataset(Dataset):
         return {"pixel_values": pixels, "labels": label, "num_failed": failed}
 
 
-def _load_model(args: FinetuneArguments, class_names: list[str]) -> torch.nn.Module:
+def load_model_to_finetune(args: FinetuneArguments, class_names: list[str]) -> tuple[torch.nn.Module, FinetuneRecipe]:
+    """The classifier model to fine-tune and its recipe (:mod:`.finetune_recipe`): the encoder and the kept head layers
+    from ``--model``, and a new classifier unless ``--reuse_classifier`` (:func:`_start_classifier`)."""
     try:
         with reaching_the_hub(f"model {args.model}"):
             config = AutoConfig.from_pretrained(args.model)
@@ -113,26 +116,97 @@ def _load_model(args: FinetuneArguments, class_names: list[str]) -> torch.nn.Mod
             f"--model {args.model} is a {config.model_type!r} model; fine-tuning needs a SimCLR checkpoint "
             "(use scripts/linear_eval.py to evaluate other backbones)"
         )
+    recipe = finetune_recipe(config, args)
     id2label = dict(enumerate(class_names))
-    head = {}
-    if args.classifier_projection_layers is not None:
-        head["classifier_projection_layers"] = args.classifier_projection_layers
     try:
         with reaching_the_hub(f"model {args.model}"):
-            return AutoModelForImageClassification.from_pretrained(
+            model, loading = AutoModelForImageClassification.from_pretrained(
                 args.model,
                 num_labels=len(class_names),
                 id2label=id2label,
                 label2id={name: i for i, name in id2label.items()},
                 freeze_encoder=args.freeze_encoder,
-                **head,
+                classifier_projection_layers=recipe.classifier_projection_layers,
                 ignore_mismatched_sizes=True,  # a classifier checkpoint with another number of classes
+                output_loading_info=True,
             )
     except OSError as error:  # no weights file, or a truncated one
         reason = str(error).strip().splitlines()[0]
         raise UsageError(
             f"--model {args.model}: {reason}; pass a folder written by save_pretrained or a Hub id"
         ) from error
+    head = sorted(key for key in loading["missing_keys"] if key.startswith("projection_head."))
+    if head:  # loading would leave them random, with a warning only
+        raise UsageError(
+            f"--model {args.model} has no weights for the projection-head layers the classifier would sit on (e.g. "
+            f"{head[0]}): it was saved without its head; pass --classifier_projection_layers 0"
+        )
+    _start_classifier(model, recipe, config, loading, class_names, args.model)
+    return model, recipe
+
+
+def _start_classifier(
+    model: torch.nn.Module, recipe: FinetuneRecipe, saved: Any, loading: dict, class_names: list[str], source: str
+) -> None:
+    """Give ``model`` the classifier it starts from: a new one, initialised as the recipe says, unless
+    ``--reuse_classifier`` asks for the checkpoint's own, which must then sit where this run places the classifier and
+    know the same classes.
+
+    A checkpoint's classifier is never reused silently: a released linear-evaluation classifier trained on h has the
+    shape of one on the first head layer of a 1x network, so loading alone would start the head-layer classifier from
+    weights trained for another input.
+    """
+    problems = {*loading["missing_keys"], *(entry[0] for entry in loading["mismatched_keys"])}
+    loaded = not any(key.startswith("classifier.") for key in problems)
+    saved_names = [str(saved.id2label[i]) for i in sorted(saved.id2label)] if saved.id2label else []
+    saved_layers = getattr(saved, "classifier_projection_layers", 0)
+    if recipe.reuse_classifier:
+        if not loaded:
+            raise UsageError(
+                f"--reuse_classifier: --model {source} holds no classifier for {len(class_names)} classes; drop "
+                "--reuse_classifier to start from a new one"
+            )
+        if saved_layers != recipe.classifier_projection_layers:
+            raise UsageError(
+                f"--reuse_classifier: the classifier of --model {source} sits {_place(saved_layers)}, this run "
+                f"places it {_place(recipe.classifier_projection_layers)}; pass --classifier_projection_layers "
+                f"{saved_layers}, or drop --reuse_classifier"
+            )
+        generic = all(name == f"LABEL_{i}" for i, name in enumerate(saved_names))
+        if not generic and saved_names != class_names:
+            theirs, ours = ", ".join(saved_names[:3]), ", ".join(class_names[:3])
+            raise UsageError(
+                f"--reuse_classifier: the classifier of --model {source} knows other classes ({theirs}, ...) than the "
+                f"dataset ({ours}, ...); drop --reuse_classifier"
+            )
+        return
+    if loaded:  # said, as it is a change from what loading alone would do
+        init = "zero-initialised" if recipe.classifier_init == "zeros" else "initialised N(0, 0.01)"
+        print(
+            f"the classifier of --model ({_place(saved_layers)}) is not reused: a new one "
+            f"{_place(recipe.classifier_projection_layers)}, {init} (--reuse_classifier starts from it)"
+        )
+    classifier = model.classifier
+    with torch.no_grad():
+        if recipe.classifier_init == "zeros":
+            classifier.weight.zero_()
+        else:
+            classifier.weight.normal_(std=0.01)
+        classifier.bias.zero_()
+
+
+def _place(layers: int) -> str:
+    return "on h" if not layers else f"on projection-head layer {layers}"
+
+
+def build_finetune_optimizer(model: torch.nn.Module, recipe: FinetuneRecipe, lr: float) -> torch.optim.Optimizer:
+    """The recipe's optimiser over the trainable parameters: LARS with the classifier, biases and BatchNorm out of
+    weight decay and layer adaptation (as the official code), or SGD with Nesterov momentum 0.9."""
+    if recipe.optimizer == "lars":
+        classifier = list(model.classifier.parameters())
+        return build_lars(model, lr=lr, weight_decay=recipe.weight_decay, not_adapted=classifier)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
 
 
 def _loaders(
@@ -200,7 +274,7 @@ def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, fl
     check_classes(num_classes, f"the training split {args.train_split!r}")
     kept, _ = class_balanced_split(labels, args.label_fraction, args.seed)
     train_ds = train_ds.select(kept.tolist())
-    model = _load_model(args, class_names)
+    model, recipe = load_model_to_finetune(args, class_names)
     # One resolution for training, the test and the saved image processor: a network fine-tuned at one size (its
     # BatchNorm statistics included) fails at another. By default the encoder's training resolution, not the higher
     # one its frozen features are evaluated at: on the default run that fine-tunes better (docs/evaluation.md).
@@ -210,9 +284,9 @@ def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, fl
     train_loader, test_loader = _loaders(args, train_ds, test_ds, label_column, model.config, batch_size)
     model = with_sync_batch_norm(model, accelerator.num_processes, accelerator.device)
     global_batch = batch_size * accelerator.num_processes
-    lr = args.learning_rate or scaled_learning_rate(0.1 if args.freeze_encoder else 0.05, global_batch, "linear")
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
+    lr = recipe.learning_rate(global_batch)
+    accelerator.print(describe_recipe(recipe.details(global_batch)))
+    optimizer = build_finetune_optimizer(model, recipe, lr)
     total_steps = args.epochs * (len(train_ds) // global_batch)
     # not prepared: Accelerate's wrapper would step it once per process per optimizer step
     scheduler = build_schedule(optimizer, 0, total_steps)
@@ -240,10 +314,9 @@ def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, fl
             "freeze_encoder": args.freeze_encoder,
             "epochs": args.epochs,
             "image_size": accelerator.unwrap_model(model).config.image_size,
-            "classifier_projection_layers": accelerator.unwrap_model(model).config.classifier_projection_layers,
-            "learning_rate": lr,
+            **recipe.details(global_batch),
             "global_batch_size": global_batch,
-            "weight_decay": args.weight_decay,
+            "seed": args.seed,  # with label_fraction, which labelled images (scripts/distill.py uses the same)
             "skipped_images": replaced,
         }
         _write_results(args, split, metrics, details, log)
@@ -323,4 +396,12 @@ def _write_results(
         plot_training_curves(log.path, output_dir / "finetune_curves.png", loss_title="Cross-entropy loss")
 
 
-__all__ = ["CropFlipDataset", "FinetuneArguments", "finetune", "parse_args", "with_sync_batch_norm"]
+__all__ = [
+    "CropFlipDataset",
+    "FinetuneArguments",
+    "build_finetune_optimizer",
+    "finetune",
+    "load_model_to_finetune",
+    "parse_args",
+    "with_sync_batch_norm",
+]

@@ -198,6 +198,10 @@ def _entry_rows(entry: Mapping[str, Any]) -> tuple[list[ResultRow], str]:
             f"`scripts/finetune.py`: `{details.get('base_model', 'the model')}` {setting} on "
             f"{details.get('num_train', '?')} labelled images ({labels})"
         )
+        from ..evaluation.finetune_recipe import describe_recipe  # here: the card needs it for fine-tuning only
+
+        if recipe := describe_recipe(details):
+            note += f"; {recipe}"
     else:
         task, note = TASK_NAME, LINEAR_EVAL
     metrics = {k: v for k, v in entry["metrics"].items() if isinstance(v, (int, float))}

@@ -1,5 +1,5 @@
 """Pretraining: the arguments and presets (:mod:`.arguments`), the loop with its visible :func:`train_step`
-(:mod:`.loop`), what a run is built from (:mod:`.components`), LARS and the schedule (:mod:`.optim`), gradient
+(:mod:`.loop`), what a run is built from (:mod:`.components`), gradient
 caching (:mod:`.grad_cache`), verified checkpoints of safetensors and JSON (:mod:`.checkpoint`), what defines a run
 and may not change on resume (:mod:`.run_identity`), the process group (:mod:`.distributed`), the kNN monitor
 (:mod:`.monitor`), what a run tells its user and how it stops on Ctrl-C or a scheduler's signal (:mod:`.console`),

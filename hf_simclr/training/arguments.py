@@ -204,7 +204,7 @@ class PretrainArguments(DatasetArguments):
     def validate(self) -> None:
         import timm  # here, not at the top: reading the flags (and --help) must not wait for timm and torch
 
-        from .optim import LR_SCALINGS
+        from ..optim import LR_SCALINGS
 
         positive = (
             "image_size",

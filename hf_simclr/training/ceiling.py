@@ -9,8 +9,8 @@ from accelerate import Accelerator
 
 from ..configuration_simclr import SimCLRConfig
 from ..modeling_simclr import SimCLRModel
+from ..optim import build_lars
 from .loop import forward_backward, peak_memory_mb
-from .optim import build_lars
 
 
 def measure_ceiling(

@@ -26,9 +26,9 @@ from ..data import (
 )
 from ..errors import UsageError
 from ..modeling_simclr import SimCLRModel
+from ..optim import build_lars, build_schedule, scaled_learning_rate
 from .arguments import PretrainArguments
 from .console import ignore_stop_signals
-from .optim import build_lars, build_schedule, scaled_learning_rate
 
 
 @dataclass

@@ -33,6 +33,7 @@ from ..hub.card import write_model_card
 from ..hub.export import export_timm_encoder, save_model
 from ..hub.output_lock import OutputDirLock
 from ..modeling_simclr import SimCLRModel
+from ..optim import apply_hyperparameters, hyperparameters
 from . import console, run_identity
 from .arguments import PretrainArguments
 from .checkpoint import (
@@ -47,7 +48,6 @@ from .components import TrainingData, augment_recipe, build_model, build_optimiz
 from .distributed import is_collective_failure, lost_peer, main_process_decides, process_group_kwargs
 from .grad_cache import grad_cache_step
 from .monitor import KnnMonitor
-from .optim import apply_hyperparameters, hyperparameters
 
 
 def train_step(run: Run, batch: dict[str, torch.Tensor]) -> torch.Tensor:

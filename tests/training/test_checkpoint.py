@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from hf_simclr.cli import run_cli
 from hf_simclr.errors import UsageError
+from hf_simclr.optim import build_lars, build_schedule
 from hf_simclr.training import parse_args, pretrain
 from hf_simclr.training.checkpoint import (
     MANIFEST,
@@ -31,7 +32,6 @@ from hf_simclr.training.checkpoint import (
     save_checkpoint,
     write_manifest,
 )
-from hf_simclr.training.optim import build_lars, build_schedule
 
 
 def _checkpoint(root: Path, step: int) -> Path:

@@ -1,8 +1,11 @@
-"""SimCLR's optimisation: LARS with the paper's parameter groups, batch-size learning-rate scaling, and schedule."""
+"""The optimisation SimCLR's three steps share: LARS with the official code's parameter groups, the batch-size
+learning-rate scaling rules and the warm-up + cosine schedule. Pretraining (:mod:`hf_simclr.training`), fine-tuning
+(:mod:`hf_simclr.evaluation.finetune`) and distillation (:mod:`hf_simclr.distillation`) build their optimisers here."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from timm.optim import Lars
@@ -25,16 +28,19 @@ def scaled_learning_rate(base_lr: float, global_batch_size: int, scaling: str) -
     raise ValueError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {scaling!r}")
 
 
-def lars_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def lars_param_groups(model: nn.Module, weight_decay: float, not_adapted: Iterable[nn.Parameter] = ()) -> list[dict]:
     """Two groups: weights (decayed and layer-adapted) and biases + normalisation parameters (neither).
 
     The first group is always layer-adapted, the second never (timm's `always_adapt`), as in the paper.
+    ``not_adapted`` moves more parameters to the second group: fine-tuning's classifier, which the official code
+    keeps out of weight decay and layer adaptation (its ``exclude_from_weight_decay`` names ``head_supervised``).
     """
+    excluded = {id(param) for param in not_adapted}
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
             # 1-d parameters are exactly the biases and BatchNorm scales/shifts
-            (no_decay if param.ndim <= 1 else decay).append(param)
+            (no_decay if param.ndim <= 1 or id(param) in excluded else decay).append(param)
     # always_adapt: the weights keep layer adaptation even with --weight_decay 0
     return [
         {"params": decay, "weight_decay": weight_decay, "always_adapt": True},
@@ -42,9 +48,17 @@ def lars_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_lars(model: nn.Module, lr: float, weight_decay: float = 1e-6, momentum: float = 0.9) -> Optimizer:
-    """LARS (You et al. 2017) with trust coefficient 0.001 and momentum 0.9, as SimCLR trains."""
-    return Lars(lars_param_groups(model, weight_decay), lr=lr, momentum=momentum, trust_coeff=0.001)
+def build_lars(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float = 1e-6,
+    momentum: float = 0.9,
+    not_adapted: Iterable[nn.Parameter] = (),
+) -> Optimizer:
+    """LARS (You et al. 2017) with trust coefficient 0.001 and momentum 0.9, as SimCLR trains (see
+    :func:`lars_param_groups` for ``not_adapted``)."""
+    groups = lars_param_groups(model, weight_decay, not_adapted)
+    return Lars(groups, lr=lr, momentum=momentum, trust_coeff=0.001)
 
 
 def build_schedule(optimizer: Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
