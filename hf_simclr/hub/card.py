@@ -202,10 +202,33 @@ def _entry_rows(entry: Mapping[str, Any]) -> tuple[list[ResultRow], str]:
 
         if recipe := describe_recipe(details):
             note += f"; {recipe}"
+    elif entry.get("evaluation") == "distill":
+        task, note = distillation_row(details)
     else:
         task, note = TASK_NAME, LINEAR_EVAL
     metrics = {k: v for k, v in entry["metrics"].items() if isinstance(v, (int, float))}
     return _rows_from_metrics(metrics, task, entry["dataset"], entry.get("dataset_id"), entry.get("split")), note
+
+
+def distillation_row(details: Mapping[str, Any]) -> tuple[str, str]:
+    """``(task, note)`` of a ``scripts/distill.py`` entry: what the student learnt from, and the teacher's accuracy on
+    the same images."""
+    teacher = details.get("teacher", "the teacher")
+    if details.get("distillation_weight") == 0:
+        task = f"Image classification (labels alone, baseline of a distillation from {teacher})"
+        how = f"trained on {details.get('num_train', '?')} labelled images alone"
+    else:
+        task = f"Image classification (distilled from {teacher})"
+        images, temperature = details.get("num_train", "?"), details.get("temperature")
+        how = f"distilled from `{teacher}` on {images} images at temperature {temperature}"
+    note = f"`scripts/distill.py`: `{details.get('student', 'the student')}` {how}"
+    if "teacher_top1" in details:
+        note += f"; the teacher's top-1 accuracy on the same images: {percent(details['teacher_top1']):g} %"
+    if "teacher_kl" in details:
+        note += f"; mean KL divergence from the teacher: {details['teacher_kl']:.3f} nats"
+        if "teacher_kl_at_start" in details:
+            note += f" ({details['teacher_kl_at_start']:.3f} before training)"
+    return task, note
 
 
 def merge_rows(groups: Sequence[tuple[list[ResultRow], str]]) -> tuple[list[ResultRow], list[str]]:

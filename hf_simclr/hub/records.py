@@ -55,6 +55,11 @@ from ..errors import RunFailure
 
 TRAIN_LOG = "train_log.jsonl"
 FINETUNE_LOG = "finetune_log.jsonl"
+# a distillation's folder (scripts/distill.py): its arguments (paths reduced to names), log and final results, which
+# are written last and so mark it finished
+DISTILL_ARGS = "distill_args.json"
+DISTILL_LOG = "distill_log.jsonl"
+DISTILL_RESULTS = "distill_results.json"
 TRAINING_ARGS = "training_args.json"
 RESULTS = "results.json"
 EVAL_RESULTS = "eval_results.json"
@@ -73,6 +78,9 @@ METRIC_NAMES = {
     "linear_top5": "Linear probe top-5 accuracy",
     "finetune_top1": "Top-1 accuracy",
     "finetune_top5": "Top-5 accuracy",
+    "distill_top1": "Top-1 accuracy",
+    "distill_top5": "Top-5 accuracy",
+    "teacher_agreement": "Top-1 agreement with the teacher",
 }
 
 DEFAULT_DATASET_NAME = "Fashion-MNIST (embedded subset)"
@@ -301,6 +309,9 @@ def write_eval_results(
 __all__ = [
     "CHECKPOINTS",
     "DEFAULT_DATASET_NAME",
+    "DISTILL_ARGS",
+    "DISTILL_LOG",
+    "DISTILL_RESULTS",
     "DISK_FULL_ERRNOS",
     "EVAL_RESULTS",
     "FINETUNE_LOG",
