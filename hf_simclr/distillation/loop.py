@@ -15,10 +15,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,6 @@ from ..data import EpochBatchSampler
 from ..errors import NonFiniteLossError, RunInterrupted, RunPreempted, UsageError
 from ..evaluation.finetune import with_sync_batch_norm
 from ..hub import records
-from ..hub.export import save_model
 from ..hub.output_lock import OutputDirLock
 from ..modeling_simclr import SimCLRForImageClassification, build_image_processor
 from ..optim import build_lars, build_schedule, scaled_learning_rate
@@ -50,11 +48,11 @@ from ..training.checkpoint import (
 from ..training.components import loader_kwargs, num_workers
 from ..training.distributed import is_collective_failure, lost_peer, main_process_decides, process_group_kwargs
 from .arguments import DistillArguments
-from .card import write_distillation_card
 from .data import DistillationViews, collate_distillation, normaliser
 from .evaluate import HeldOut, compare, predict, teacher_view
 from .loss import distillation_loss, label_loss
 from .models import Teacher, build_student, default_temperature, load_teacher, same_architecture
+from .run_folder import check_output_dir, save_student, start_records
 from .training_data import TrainingImages, load_training_images
 
 
@@ -126,7 +124,8 @@ def distill(args: DistillArguments) -> dict[str, Any]:
                 run = build_run(args, accelerator)
                 resume(run)
                 stop_if_requested(run, stop)
-                start_records(run)
+                if accelerator.is_main_process:
+                    start_records(args, run.state.step)
                 measure_at_start(run)
                 train(run, stop)
                 return finish(run)
@@ -141,40 +140,6 @@ def distill(args: DistillArguments) -> dict[str, Any]:
             if not is_collective_failure(error):
                 raise
             raise lost_peer(error, args.ddp_timeout, Path(args.output_dir) / records.CHECKPOINTS) from error
-
-
-def check_output_dir(args: DistillArguments) -> dict[str, Any] | None:
-    """The results of the finished distillation ``--output_dir`` holds when ``--resume_from_checkpoint latest`` asks
-    to go on with it; None to go on; a :class:`UsageError` for a folder holding another run or model."""
-    output_dir = Path(args.output_dir)
-    if args.overwrite_output_dir:
-        return None
-    try:
-        finished = json.loads((output_dir / records.DISTILL_RESULTS).read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        finished = None
-    if finished is not None:
-        if args.resume_from_checkpoint == "latest":
-            return finished
-        raise UsageError(
-            f"--output_dir {output_dir} holds a finished distillation; pass --overwrite_output_dir to replace it, or "
-            "another --output_dir"
-        )
-    if args.resume_from_checkpoint:
-        return None
-    checkpoints = checkpoint_dirs(output_dir / records.CHECKPOINTS)
-    if checkpoints:
-        raise UsageError(
-            f"--output_dir {output_dir} holds an unfinished distillation (last checkpoint: {checkpoints[-1].name}); "
-            "pass --resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or another "
-            "--output_dir"
-        )
-    if (output_dir / "config.json").is_file() or (output_dir / records.DISTILL_ARGS).is_file():
-        raise UsageError(
-            f"--output_dir {output_dir} holds another model or run; pass --overwrite_output_dir to replace it, or "
-            "another --output_dir"
-        )
-    return None
 
 
 def build_run(args: DistillArguments, accelerator: Accelerator) -> Run:
@@ -279,33 +244,6 @@ def resume(run: Run) -> None:
     run.checkpointed_step = run.state.step
     if accelerator.is_main_process:
         console.say(f"resumed from {path} at step {run.state.step}")
-
-
-def start_records(run: Run) -> None:
-    """``distill_args.json``; a fresh run also removes what a run it replaces left (log, results, checkpoints); a
-    resumed one the log rows written after its checkpoint."""
-    if not run.accelerator.is_main_process:
-        return
-    run.output_dir.mkdir(parents=True, exist_ok=True)
-    records.write_json(run.output_dir / records.DISTILL_ARGS, public_args(run.args))
-    (run.output_dir / records.DISTILL_RESULTS).unlink(missing_ok=True)
-    if run.state.step == 0:
-        run.log.clear()
-        (run.output_dir / records.EVAL_RESULTS).unlink(missing_ok=True)
-        shutil.rmtree(run.checkpoint_root, ignore_errors=True)
-    else:
-        run.log.drop_rows_after(run.state.step)
-
-
-def public_args(args: DistillArguments) -> dict[str, Any]:
-    """The arguments as they may be published: models and data by name, never a path of this machine."""
-    values = asdict(args)
-    values.update(teacher=records.public_model_name(args.teacher), student=records.public_model_name(args.student))
-    values["dataset"] = records.dataset_names(args.dataset)[0] if args.dataset else None
-    values["output_dir"] = records.local_name(args.output_dir)
-    if args.resume_from_checkpoint not in (None, "latest"):
-        values["resume_from_checkpoint"] = Path(args.resume_from_checkpoint).name
-    return values
 
 
 def measure_at_start(run: Run) -> None:
@@ -459,22 +397,17 @@ def finish(run: Run) -> dict[str, Any]:
     if accelerator.is_main_process:
         if metrics:
             console.say(f"after training: {summary_line(metrics, details)}")
-        save_run(run, results, metrics, details)
+        split = run.held_out.split if run.held_out is not None else None
+        save_student(args, run.unwrapped(), recipe(run, details), metrics, split, results)
     accelerator.end_training()
     return results
 
 
-def save_run(run: Run, results: dict[str, Any], metrics: dict[str, float], details: dict[str, Any]) -> None:
-    """The student (plain BatchNorm, eval mode), ``eval_results.json``, the card, the curves, then
-    ``distill_results.json``; the push, if asked."""
-    args, output_dir = run.args, run.output_dir
-    trained = run.unwrapped()
-    student = SimCLRForImageClassification(trained.config)
-    student.load_state_dict(trained.state_dict())
-    then = "the last checkpoint is complete: go on with --resume_from_checkpoint latest"
-    with records.writing(output_dir, "the student", then=then):
-        save_model(student.eval(), output_dir)
-    recipe = {
+def recipe(run: Run, details: dict[str, Any]) -> dict[str, Any]:
+    """What the student's records and card say of how it was trained."""
+    args = run.args
+    rule = {"sqrt": f"{args.learning_rate:g} x sqrt(B)", "linear": f"{args.learning_rate:g} x B / 256"}
+    return {
         "teacher": records.public_model_name(args.teacher),
         "student": records.public_model_name(args.student),
         "train_split": args.train_split,
@@ -482,53 +415,21 @@ def save_run(run: Run, results: dict[str, Any], metrics: dict[str, float], detai
         "num_labelled": run.images.num_labelled,
         "label_fraction": run.images.label_fraction,
         "distillation_weight": args.distillation_weight,
-        **{key: results[key] for key in ("temperature", "self_distillation", "steps", "epochs", "global_batch_size")},
+        "temperature": run.temperature,
+        "self_distillation": run.self_distillation,
+        "steps": run.state.step,
+        "epochs": run.state.step / run.steps_per_epoch,
+        "global_batch_size": run.global_batch,
         "learning_rate": run.learning_rate,
-        "learning_rate_rule": f"{args.learning_rate:g} x {'sqrt(B)' if args.lr_scaling == 'sqrt' else 'B / 256'}"
-        if args.lr_scaling != "none"
-        else "as given",
+        "learning_rate_rule": rule.get(args.lr_scaling, "as given"),
         "weight_decay": args.weight_decay,
         "warmup_epochs": args.warmup_epochs,
-        "image_size": student.config.image_size,
+        "image_size": run.unwrapped().config.image_size,
         "min_crop_scale": args.min_crop_scale,
         "seed": args.seed,
         **details,
         **run.state.random_init,
     }
-    if run.held_out is not None:
-        dataset_name, dataset_id = records.dataset_names(args.dataset)
-        records.write_eval_results(
-            output_dir,
-            "distill",
-            dataset_name,
-            metrics,
-            split=run.held_out.split,
-            dataset_id=dataset_id,
-            details=recipe,
-        )
-    write_distillation_card(output_dir, recipe, dataset=records.dataset_names(args.dataset)[0])
-    plot_curves(run)
-    records.write_json(output_dir / records.DISTILL_RESULTS, results)
-    lines = [f"done: the student is in {output_dir}"]
-    if args.push_to_hub:
-        from ..hub.push import push_folder_to_hub, pushed_line
-
-        url = push_folder_to_hub(
-            output_dir, args.hub_model_id, private=args.hub_private, commit_message="Upload distilled SimCLR student"
-        )
-        lines.append(pushed_line(url))
-    else:
-        lines.append(f"push:     python scripts/push_to_hub.py {output_dir} <org>/<name>")
-    console.say("\n".join(lines))
 
 
-def plot_curves(run: Run) -> None:
-    from ..evaluation.plots import missing_plot_packages, plot_training_curves
-
-    if missing_plot_packages(tsne=False):
-        console.say("no distill_curves.png: pip install 'hf-simclr[plots]' to draw it")
-        return
-    plot_training_curves(run.log.path, run.output_dir / "distill_curves.png", loss_title="Distillation loss")
-
-
-__all__ = ["Run", "check_output_dir", "distill", "train_step"]
+__all__ = ["Run", "distill", "train_step"]
