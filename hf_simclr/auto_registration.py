@@ -1,10 +1,10 @@
 """``import hf_simclr`` registers SimCLR with transformers' Auto classes without importing transformers or torch.
 
 ``AutoConfig`` lives in ``transformers.models.auto.configuration_auto`` and ``AutoModel`` /
-``AutoModelForImageClassification`` / ``AutoBackbone`` in ``transformers.models.auto.modeling_auto``. A module already imported gets the
-SimCLR classes at once; one not imported yet gets them right after its first import, before the importer sees it. So
-``import hf_simclr; AutoModel.from_pretrained(<a SimCLR folder>)`` works in either order, while importing the package
-(and each script's ``--help``) does not pay for torch.
+``AutoModelForImageClassification`` / ``AutoBackbone`` in ``transformers.models.auto.modeling_auto``. A module already
+imported gets the SimCLR classes at once; one not imported yet gets them right after its first import, before the
+importer sees it. So ``import hf_simclr; AutoModel.from_pretrained(<a SimCLR folder>)`` works in either order, while
+importing the package (and each script's ``--help``) does not pay for torch.
 """
 
 from __future__ import annotations
