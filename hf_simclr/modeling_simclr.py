@@ -529,7 +529,8 @@ class SimCLRBackbone(BackboneMixin, SimCLRPreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         # Built directly, the encoder keeps timm's initialisation. Built on the meta device by from_pretrained, every
         # encoder tensor is loaded (a checkpoint missing one is refused) except the non-persistent buffers some timm
-        # models compute (position tables, ...): timm recomputes those.
+        # models compute (relative position indices, ...): timm recomputes those.
+        super()._init_weights(module)
         if hasattr(module, "init_non_persistent_buffers"):
             module.init_non_persistent_buffers()
 
