@@ -121,6 +121,11 @@ class SimCLRConfig(BackboneConfigMixin, PreTrainedConfig):
         width_multiplier (`float`, defaults to 1): for timm ResNets with a 7x7 stem, SimCLR's width multiplier:
             every width, the 64-channel stem included, is multiplied (the paper's ResNet-50 2x and 4x; timm's
             `wide_resnet50_2` is another network). Any w with 64 * w a whole number, e.g. 0.5 for a thinner net.
+        sk_ratio (`float`, defaults to 0): SimCLRv2's selective kernels (the official code's `--sk_ratio`; the
+            released `sk1` networks use 0.0625): above 0, a timm bottleneck-ResNet `backbone` (resnet50, resnet101,
+            resnet152, ...) gives the depth of the official selective-kernel ResNet: ResNet-D stem (three 3x3
+            convolutions of 32w, 32w, 64w channels), average-pooled projection shortcuts and a selective-kernel 3x3
+            convolution in every block, whose attention has max(int(F * sk_ratio), 32) channels for F channels.
         tf_same_stem_pool (`bool`, defaults to `False`): pad the stem max-pool as TensorFlow's 'SAME' does (only at
             the bottom and right on even sizes) instead of on every side, as the official checkpoints were trained.
         batch_norm_eps (`float`, *optional*): epsilon of every BatchNorm of the encoder and the head; by default the
@@ -154,6 +159,7 @@ class SimCLRConfig(BackboneConfigMixin, PreTrainedConfig):
     projection_batch_norm: bool = False
     classifier_projection_layers: int = 0
     width_multiplier: float = 1
+    sk_ratio: float = 0
     tf_same_stem_pool: bool = False
     batch_norm_eps: float | None = None
     cifar_stem: bool = False
@@ -207,6 +213,13 @@ class SimCLRConfig(BackboneConfigMixin, PreTrainedConfig):
             raise ValueError(f"width_multiplier must be a number > 0 with 64 * width_multiplier whole, got {w!r}")
         if self.width_multiplier != 1 and "channels" in self.backbone_kwargs:
             raise ValueError("width_multiplier scales the default channels: drop 'channels' from backbone_kwargs")
+        r = self.sk_ratio
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < 1:
+            raise ValueError(f"sk_ratio must be a number in [0, 1) (0: no selective kernels, 0.0625: sk1), got {r!r}")
+        if r and 32 * w != int(32 * w):
+            raise ValueError(f"a selective-kernel stem has 32 * width_multiplier channels: make it whole, got {w!r}")
+        if r and self.cifar_stem:
+            raise ValueError("cifar_stem replaces the selective-kernel stem: set cifar_stem=false or sk_ratio=0")
         if not isinstance(self.tf_same_stem_pool, bool):
             raise ValueError(f"tf_same_stem_pool must be true or false, got {self.tf_same_stem_pool!r}")
         if self.batch_norm_eps is not None and (

@@ -23,6 +23,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration_simclr import SimCLRConfig, check_backbone_kwargs, encoder_stage_names
 from .loss import NTXentLoss
+from .selective_kernel import create_selective_kernel_resnet
 
 _AUTO_MAP = {
     "AutoConfig": "configuration_simclr.SimCLRConfig",
@@ -186,19 +187,23 @@ class SimCLRPreTrainedModel(PreTrainedModel):
         check_backbone_kwargs(config.backbone_kwargs)
         kwargs = dict(config.backbone_kwargs)
         width = getattr(config, "width_multiplier", 1)
-        if width != 1:
-            kwargs["channels"] = tuple(int(width * c) for c in _RESNET_CHANNELS)
-        try:
-            encoder = timm.create_model(config.backbone, pretrained=False, num_classes=0, **kwargs)
-        except TypeError as err:
-            if width == 1:
-                raise
-            raise ValueError(
-                f"width_multiplier applies to timm ResNets with a 7x7 stem (resnet50, resnet101, ...), not "
-                f"{config.backbone!r} ({err})"
-            ) from None
-        if width != 1:
-            _widen_stem(encoder, int(width * _RESNET_CHANNELS[0]), config.backbone)
+        sk_ratio = getattr(config, "sk_ratio", 0)  # getattr: configs saved before the field existed
+        if sk_ratio:
+            encoder = create_selective_kernel_resnet(config.backbone, width, sk_ratio, **kwargs)
+        else:
+            if width != 1:
+                kwargs["channels"] = tuple(int(width * c) for c in _RESNET_CHANNELS)
+            try:
+                encoder = timm.create_model(config.backbone, pretrained=False, num_classes=0, **kwargs)
+            except TypeError as err:
+                if width == 1:
+                    raise
+                raise ValueError(
+                    f"width_multiplier applies to timm ResNets with a 7x7 stem (resnet50, resnet101, ...), not "
+                    f"{config.backbone!r} ({err})"
+                ) from None
+            if width != 1:
+                _widen_stem(encoder, int(width * _RESNET_CHANNELS[0]), config.backbone)
         if getattr(config, "tf_same_stem_pool", False):
             pool = getattr(encoder, "maxpool", None)
             if type(pool) is not nn.MaxPool2d:

@@ -3,16 +3,20 @@
 Run as a script in its own process (TensorFlow and torchvision must not share a process that imported TensorFlow
 first): `python official_tf_reference.py SPECS.json OUT_DIR`. For each spec it builds the official SimCLR network
 with `tf.compat.v1` layers (the functions below follow google-research/simclr `resnet.py` and `model_util.py`,
-Apache-2.0: same layers, same scopes, same creation order, bottleneck sk0 blocks only), gives every variable a random
-value (BatchNorm statistics far from 0 and 1), adds the training state the released checkpoints carry
+Apache-2.0: same layers, same scopes, same creation order, bottleneck blocks, sk0 and sk1), gives every variable a
+random value (BatchNorm statistics far from 0 and 1), adds the training state the released checkpoints carry
 (`/Momentum` slots, an `ema_model/` copy, `global_step`), saves it with a TF saver under
 `OUT_DIR/<folder>/model.ckpt-<step>` and writes `OUT_DIR/<folder>/reference.npz`: the images and TF's h, z, logits.
 Specs of kind "preprocessing" write TF's official evaluation preprocessing (`data_util.py`) of random images;
-kind "reader" writes the small multi-dtype checkpoint in `tests/official/tf_checkpoint` and what TF's reader returns.
+kind "reader" writes the small multi-dtype checkpoint in `tests/official/tf_checkpoint` and what TF's reader returns;
+kind "layout" writes the variable names and shapes of full-size networks without computing anything (the fixture
+`tests/official/sk1_layouts.json.gz`); kind "benchmark" saves a checkpoint whose values TensorFlow's initialisers
+draw (no reference outputs).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import sys
@@ -62,29 +66,74 @@ def conv2d_fixed_padding(inputs, filters, kernel_size, strides):
     )
 
 
-def bottleneck_block(inputs, filters, is_training, strides, use_projection=False):
+def sk_conv2d(inputs, filters, strides, sk_ratio, is_training, min_dim=32):
+    """resnet.py sk_conv2d (channels_last)."""
+    inputs = conv2d_fixed_padding(inputs=inputs, filters=2 * filters, kernel_size=3, strides=strides)
+    inputs = batch_norm_relu(inputs, is_training)
+    inputs = tf.stack(tf.split(inputs, num_or_size_splits=2, axis=3))
+    mid_dim = max(int(filters * sk_ratio), min_dim)
+    global_features = tf.reduce_mean(tf.reduce_sum(inputs, axis=0), [1, 2], keepdims=True)
+    global_features = tf1.layers.conv2d(
+        inputs=global_features,
+        filters=mid_dim,
+        kernel_size=1,
+        strides=1,
+        kernel_initializer=tf1.variance_scaling_initializer(),
+        use_bias=False,
+    )
+    global_features = batch_norm_relu(global_features, is_training)
+    mixing = tf1.layers.conv2d(
+        inputs=global_features,
+        filters=2 * filters,
+        kernel_size=1,
+        strides=1,
+        kernel_initializer=tf1.variance_scaling_initializer(),
+        use_bias=False,
+    )
+    mixing = tf.stack(tf.split(mixing, num_or_size_splits=2, axis=3))
+    mixing = tf.nn.softmax(mixing, axis=0)
+    return tf.reduce_sum(inputs * mixing, axis=0)
+
+
+def bottleneck_block(inputs, filters, is_training, strides, use_projection=False, sk_ratio=0.0):
     shortcut = inputs
     if use_projection:  # created first, as in the official code: conv2d_N / batch_normalization_N numbering
-        shortcut = conv2d_fixed_padding(inputs=inputs, filters=4 * filters, kernel_size=1, strides=strides)
+        if sk_ratio > 0:  # ResNet-D: average pool, then a 1x1 convolution
+            shortcut = fixed_padding(inputs, 2) if strides > 1 else inputs
+            shortcut = tf1.layers.average_pooling2d(
+                shortcut, pool_size=2, strides=strides, padding="SAME" if strides == 1 else "VALID"
+            )
+            shortcut = conv2d_fixed_padding(inputs=shortcut, filters=4 * filters, kernel_size=1, strides=1)
+        else:
+            shortcut = conv2d_fixed_padding(inputs=inputs, filters=4 * filters, kernel_size=1, strides=strides)
         shortcut = batch_norm_relu(shortcut, is_training, relu=False)
     inputs = conv2d_fixed_padding(inputs=inputs, filters=filters, kernel_size=1, strides=1)
     inputs = batch_norm_relu(inputs, is_training)
-    inputs = conv2d_fixed_padding(inputs=inputs, filters=filters, kernel_size=3, strides=strides)
-    inputs = batch_norm_relu(inputs, is_training)
+    if sk_ratio > 0:
+        inputs = sk_conv2d(inputs, filters, strides, sk_ratio, is_training)
+    else:
+        inputs = conv2d_fixed_padding(inputs=inputs, filters=filters, kernel_size=3, strides=strides)
+        inputs = batch_norm_relu(inputs, is_training)
     inputs = conv2d_fixed_padding(inputs=inputs, filters=4 * filters, kernel_size=1, strides=1)
     inputs = batch_norm_relu(inputs, is_training, relu=False, init_zero=True)
     return tf.nn.relu(inputs + shortcut)
 
 
-def resnet(inputs, layers, width_multiplier, is_training):
-    inputs = conv2d_fixed_padding(inputs=inputs, filters=int(64 * width_multiplier), kernel_size=7, strides=2)
+def resnet(inputs, layers, width_multiplier, is_training, sk_ratio=0.0):
+    if sk_ratio > 0:  # ResNet-D stem
+        for filters, strides in ((64 * width_multiplier // 2, 2), (64 * width_multiplier // 2, 1)):
+            inputs = conv2d_fixed_padding(inputs=inputs, filters=int(filters), kernel_size=3, strides=strides)
+            inputs = batch_norm_relu(inputs, is_training)
+        inputs = conv2d_fixed_padding(inputs=inputs, filters=int(64 * width_multiplier), kernel_size=3, strides=1)
+    else:
+        inputs = conv2d_fixed_padding(inputs=inputs, filters=int(64 * width_multiplier), kernel_size=7, strides=2)
     inputs = batch_norm_relu(inputs, is_training)
     inputs = tf1.layers.max_pooling2d(inputs=inputs, pool_size=3, strides=2, padding="SAME")
     for stage, (blocks, strides) in enumerate(zip(layers, (1, 2, 2, 2), strict=True)):
         filters = int(64 * 2**stage * width_multiplier)
-        inputs = bottleneck_block(inputs, filters, is_training, strides, use_projection=True)
+        inputs = bottleneck_block(inputs, filters, is_training, strides, use_projection=True, sk_ratio=sk_ratio)
         for _ in range(1, blocks):
-            inputs = bottleneck_block(inputs, filters, is_training, 1)
+            inputs = bottleneck_block(inputs, filters, is_training, 1, sk_ratio=sk_ratio)
     return tf.reduce_mean(inputs, [1, 2])  # final_avg_pool: h
 
 
@@ -123,7 +172,7 @@ def supervised_head(hiddens, num_classes, is_training):
 
 def build(images, spec):
     with tf1.variable_scope("base_model"):
-        h = resnet(images, spec["layers"], spec["width"], is_training=False)
+        h = resnet(images, spec["layers"], spec["width"], is_training=False, sk_ratio=spec.get("sk_ratio", 0.0))
     outputs = {"h": h}
     hiddens_list = [h]
     if spec["proj_layers"]:
@@ -191,6 +240,35 @@ def write_reference(spec, out_dir: Path) -> None:
             folder.mkdir(parents=True, exist_ok=True)
             saver.save(session, str(folder / "model.ckpt"), global_step=spec["step"])
     np.savez(folder / "reference.npz", images=pixels, **values)
+
+
+def write_layout(spec, out_dir: Path) -> None:
+    """`OUT_DIR/<folder>/layouts.json.gz`: for each network of `spec["networks"]`, every variable's name and shape in
+    its graph (full-size networks: nothing is allocated or computed)."""
+    layouts = {}
+    for network in spec["networks"]:
+        graph = tf.Graph()
+        with graph.as_default():
+            build(tf1.placeholder(tf.float32, [None, 224, 224, 3]), network)
+            layouts[network["name"]] = {v.op.name: v.shape.as_list() for v in tf1.global_variables()}
+    folder = out_dir / spec["folder"]
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(folder / "layouts.json.gz", "wt") as file:
+        json.dump(layouts, file, separators=(",", ":"))
+
+
+def write_benchmark_checkpoint(spec, out_dir: Path) -> None:
+    """A checkpoint of the official layout with the values of TensorFlow's own initialisers (a conversion input)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        build(tf1.placeholder(tf.float32, [None, 224, 224, 3]), spec)
+        tf1.train.get_or_create_global_step()
+        saver = tf1.train.Saver()
+        with tf1.Session(graph=graph) as session:
+            session.run(tf1.global_variables_initializer())
+            folder = out_dir / spec["folder"]
+            folder.mkdir(parents=True, exist_ok=True)
+            saver.save(session, str(folder / "model.ckpt"), global_step=spec["step"])
 
 
 def center_crop(image, height, width, crop_proportion):
@@ -273,7 +351,13 @@ def write_reader_fixture(spec, out_dir: Path) -> None:
 
 def main() -> None:
     specs = json.loads(Path(sys.argv[1]).read_text())
-    writers = {"network": write_reference, "preprocessing": write_preprocessing, "reader": write_reader_fixture}
+    writers = {
+        "network": write_reference,
+        "preprocessing": write_preprocessing,
+        "reader": write_reader_fixture,
+        "layout": write_layout,
+        "benchmark": write_benchmark_checkpoint,
+    }
     for spec in specs:
         writers[spec.get("kind", "network")](spec, Path(sys.argv[2]))
 

@@ -95,13 +95,13 @@ def test_head_hidden_width_defaults_to_the_encoder_width():
 def test_saved_folder_layout(tiny_model_dir):
     names = {p.name for p in tiny_model_dir.iterdir()}
     assert {"model.safetensors", "config.json", "preprocessor_config.json"} <= names
-    assert {"configuration_simclr.py", "modeling_simclr.py", "loss.py"} <= names
+    assert {"configuration_simclr.py", "modeling_simclr.py", "loss.py", "selective_kernel.py"} <= names
     assert not any(name.endswith((".bin", ".pt", ".pth")) for name in names)
     config = AutoConfig.from_pretrained(tiny_model_dir)
     assert config.auto_map["AutoModel"] == "modeling_simclr.SimCLRModel"
     assert config.auto_map["AutoModelForImageClassification"] == "modeling_simclr.SimCLRForImageClassification"
     # the copied code must run where only torch, timm and transformers exist
-    for name in ("configuration_simclr.py", "modeling_simclr.py", "loss.py"):
+    for name in ("configuration_simclr.py", "modeling_simclr.py", "loss.py", "selective_kernel.py"):
         source = (tiny_model_dir / name).read_text()
         imports = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import", "from"))}
         assert imports <= {"__future__", "dataclasses", "typing", "torch", "timm", "transformers", "safetensors", ""}, (

@@ -1,5 +1,6 @@
-"""The architecture fields the official checkpoints need: width multiplier, TF 'SAME' stem pool, BatchNorm epsilon,
-no projection head, and a classifier on a projection-head layer. A plain config builds the same model as before."""
+"""The architecture fields the official checkpoints need: width multiplier, selective kernels, TF 'SAME' stem pool,
+BatchNorm epsilon, no projection head, and a classifier on a projection-head layer. A plain config builds the same
+model as before."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from helpers import tiny_config
 
 from hf_simclr import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
 from hf_simclr.hub.export import save_model
+from hf_simclr.selective_kernel import ShortcutAvgPool
 
 OFFICIAL = dict(backbone="resnet26", width_multiplier=0.25, tf_same_stem_pool=True, batch_norm_eps=1e-5)
 
@@ -49,6 +51,25 @@ def test_tf_same_stem_pool_pads_only_bottom_and_right():
     torch.testing.assert_close(model.encoder.maxpool(stem), expected, rtol=0, atol=0)
     symmetric = SimCLRModel(SimCLRConfig(backbone="resnet26", image_size=32)).encoder.maxpool(stem)
     assert symmetric.shape == expected.shape and not torch.equal(symmetric, expected)
+
+
+def test_selective_kernel_shortcut_pools_as_tensorflow():
+    x = torch.arange(1, 26, dtype=torch.float32).reshape(1, 1, 5, 5)
+    same = ShortcutAvgPool(1)(x)  # 'SAME' 2x2 stride 1: padded at the bottom and right, padding not counted
+    assert same.shape == x.shape and not torch.equal(same, x)
+    assert same[0, 0, 0, 0] == (1 + 2 + 6 + 7) / 4 and same[0, 0, 4, 4] == 25 and same[0, 0, 4, 0] == (21 + 22) / 2
+    valid = ShortcutAvgPool(2)(x)  # zero-padded at the bottom and right, then 'VALID' 2x2 stride 2: zeros counted
+    assert valid.shape == (1, 1, 3, 3) and valid[0, 0, 0, 0] == (1 + 2 + 6 + 7) / 4 and valid[0, 0, 2, 2] == 25 / 4
+
+
+def test_a_selective_kernel_model_trains():
+    config = SimCLRConfig(backbone="resnet26", width_multiplier=0.25, sk_ratio=0.0625, image_size=32)
+    model = SimCLRModel(config).train()
+    assert [model.encoder.conv1[i].out_channels for i in (0, 3, 6)] == [8, 8, 16]  # 32w, 32w, 64w
+    loss = model(torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)).loss
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters())
+    assert model.encoder.layer4[1].bn3.weight.grad.abs().sum() > 0  # zero-initialised, as the official last BN
 
 
 def test_batch_norm_eps_reaches_every_batch_norm():
@@ -106,7 +127,13 @@ def test_plain_config_and_old_folders_are_unchanged(tiny_model_dir, tmp_path):
     for path in tiny_model_dir.iterdir():
         (old / path.name).write_bytes(path.read_bytes())
     config = json.loads((old / "config.json").read_text())
-    for field in ("width_multiplier", "tf_same_stem_pool", "batch_norm_eps", "classifier_projection_layers"):
+    for field in (
+        "width_multiplier",
+        "sk_ratio",
+        "tf_same_stem_pool",
+        "batch_norm_eps",
+        "classifier_projection_layers",
+    ):
         config.pop(field)
     (old / "config.json").write_text(json.dumps(config))
     reloaded, current = SimCLRModel.from_pretrained(old).eval(), SimCLRModel.from_pretrained(tiny_model_dir).eval()
@@ -125,6 +152,9 @@ def test_plain_config_and_old_folders_are_unchanged(tiny_model_dir, tmp_path):
         ({"tf_same_stem_pool": "yes"}, "tf_same_stem_pool"),
         ({"batch_norm_eps": 0}, "batch_norm_eps"),
         ({"projection_layers": -1}, "projection_layers"),
+        ({"sk_ratio": 1.5}, "sk_ratio must be a number in \\[0, 1\\)"),
+        ({"sk_ratio": 0.0625, "width_multiplier": 1 / 64}, "selective-kernel stem has 32 \\* width_multiplier"),
+        ({"sk_ratio": 0.0625, "cifar_stem": True}, "cifar_stem replaces the selective-kernel stem"),
     ],
 )
 def test_bad_values_name_the_field(overrides, message):
@@ -137,6 +167,8 @@ def test_bad_values_name_the_field(overrides, message):
     [
         ({"backbone": "test_vit", "width_multiplier": 2}, "width_multiplier applies to timm ResNets"),
         ({"backbone": "test_efficientnet", "tf_same_stem_pool": True}, "tf_same_stem_pool needs"),
+        ({"backbone": "resnet18", "sk_ratio": 0.0625}, "selective kernels .* need a bottleneck ResNet depth"),
+        ({"backbone": "resnet26", "sk_ratio": 0.0625, "backbone_kwargs": {"stem_width": 8}}, "set stem_width"),
     ],
 )
 def test_fields_that_do_not_fit_the_backbone_fail_clearly(overrides, message):

@@ -2,7 +2,8 @@
 
 The official code (google-research/simclr `resnet.py`, `model_util.py`) builds a post-activation ResNet with the
 stride on the 3x3 convolution (as timm's ResNets), a 7x7 stem whose max-pool pads like TensorFlow's 'SAME', every
-width multiplied by the width multiplier, BatchNorm with epsilon 1e-5, inputs in [0, 1] without normalisation,
+width multiplied by the width multiplier, BatchNorm with epsilon 1e-5, inputs in [0, 1] without normalisation (with
+selective kernels, `sk_ratio` 0.0625, a ResNet-D stem and shortcuts and selective-kernel convolutions instead),
 optionally the contrastive head (Dense without bias + BatchNorm per layer, ReLU between them, the last BatchNorm
 with a scale and no centre) and a linear classifier.
 """
@@ -13,20 +14,16 @@ from dataclasses import dataclass
 
 from ..configuration_simclr import SimCLRConfig
 from ..errors import CheckpointError
+from ..selective_kernel import BOTTLENECK_RESNETS
 
-__all__ = ["BATCH_NORM_EPSILON", "OfficialArchitecture", "TIMM_RESNETS", "width_from_stem"]
+__all__ = ["BATCH_NORM_EPSILON", "OfficialArchitecture", "SK_RATIO", "TIMM_RESNETS", "width_from_stem"]
 
 BATCH_NORM_EPSILON = 1e-5  # resnet.py BATCH_NORM_EPSILON, used by every BatchNorm of the official code
 STEM_WIDTH = 64  # stem channels at width 1x
 IMAGE_SIZE = 224
-# Bottleneck blocks per stage -> the timm ResNet with a 7x7 stem and that layout
-TIMM_RESNETS = {
-    (2, 2, 2, 2): "resnet26",
-    (3, 4, 6, 3): "resnet50",
-    (3, 4, 23, 3): "resnet101",
-    (3, 8, 36, 3): "resnet152",
-    (3, 24, 36, 3): "resnet200",
-}
+SK_RATIO = 0.0625  # the sk1 releases' --sk_ratio
+# Bottleneck blocks per stage -> the timm ResNet of that depth
+TIMM_RESNETS = {layout: name for name, layout in BOTTLENECK_RESNETS.items()}
 IMAGENET_CLASSES = 1000
 
 
@@ -43,6 +40,7 @@ class OfficialArchitecture:
     Args:
         stage_blocks: bottleneck blocks in each of the four stages, e.g. (3, 4, 6, 3) for ResNet-50.
         width_multiplier: every width of the 1x network multiplied by it (the releases: 1, 2, 3, 4).
+        sk_ratio: 0 for the sk0 networks, `SK_RATIO` for the selective-kernel (sk1) ones.
         projection_layers: layers of the contrastive head (0: the checkpoint has none, as the v1 releases).
         projection_hidden_dim: output width of the hidden head layers (None without a head).
         projection_dim: output width of the last head layer (None without a head).
@@ -52,6 +50,7 @@ class OfficialArchitecture:
 
     stage_blocks: tuple[int, ...]
     width_multiplier: float
+    sk_ratio: float = 0
     projection_layers: int = 0
     projection_hidden_dim: int | None = None
     projection_dim: int | None = None
@@ -79,7 +78,7 @@ class OfficialArchitecture:
 
     @property
     def name(self) -> str:
-        return f"ResNet-{self.depth} ({self.width_multiplier:g}x)"
+        return f"ResNet-{self.depth} ({self.width_multiplier:g}x{', selective kernels' if self.sk_ratio else ''})"
 
     def config(self, classifier_projection_layers: int = 0, **overrides) -> SimCLRConfig:
         """The SimCLRConfig of this network; `classifier_projection_layers` places the classifier (see the config)."""
@@ -89,6 +88,7 @@ class OfficialArchitecture:
         kwargs = dict(
             backbone=self.backbone,
             width_multiplier=self.width_multiplier,
+            sk_ratio=self.sk_ratio,
             tf_same_stem_pool=True,
             batch_norm_eps=BATCH_NORM_EPSILON,
             projection_layers=self.projection_layers,

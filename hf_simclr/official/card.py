@@ -21,6 +21,16 @@ def _source_kind(kind: str, released: bool) -> str:
     return "a PyTorch copy of the official checkpoint" if released else "a PyTorch copy"
 
 
+def _architecture_line(name: str, config: SimCLRConfig) -> str:
+    width = f"`width_multiplier={config.width_multiplier}`"
+    if config.sk_ratio:
+        return (
+            f"{name}: timm's ResNet with the official selective-kernel blocks, ResNet-D stem and shortcuts "
+            f"(`sk_ratio={config.sk_ratio}`, `selective_kernel.py`), the depth of `{config.backbone}`, {width}"
+        )
+    return f"{name}, timm `{config.backbone}` with {width}"
+
+
 def build_official_card(
     repo_id_or_name: str,
     config: SimCLRConfig,
@@ -59,7 +69,7 @@ def build_official_card(
         source_kind=_source_kind(weights.kind, variant is not None),
         step=weights.step,
         official_location=variant.location if variant else None,
-        architecture=f"{architecture.name}, timm `{config.backbone}` with `width_multiplier={config.width_multiplier}`",
+        architecture=_architecture_line(architecture.name, config),
         feature_dim=architecture.num_features,
         projection_layers=architecture.projection_layers,
         projection_dim=architecture.projection_dim,

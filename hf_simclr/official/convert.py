@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers.utils import logging as hf_logging
 
 from ..configuration_simclr import SimCLRConfig
 from ..errors import CheckpointError, UsageError
@@ -45,11 +46,12 @@ class ConversionResult:
 def _check_variant(variant: Variant | None, architecture: OfficialArchitecture, source: str) -> None:
     if variant is None:
         return
-    found = (architecture.depth, architecture.width_multiplier)
-    if (variant.depth, variant.width) != found:
+    found = (architecture.depth, architecture.width_multiplier, int(architecture.sk_ratio > 0))
+    if (variant.depth, variant.width, variant.sk) != found:
+        named = f"r{variant.depth}_{variant.width}x_sk{variant.sk}" if variant.generation == "SimCLRv2" else None
         raise CheckpointError(
-            f"{source} is named as ResNet-{variant.depth} ({variant.width}x) but holds a {architecture.name}: "
-            "rename it so that the model card names the right checkpoint"
+            f"{source} is named as {named or f'ResNet-{variant.depth} ({variant.width}x)'} but holds a "
+            f"{architecture.name}: rename it so that the model card names the right checkpoint"
         )
 
 
@@ -119,16 +121,23 @@ def _verify_saved(folder: Path, state: dict[str, torch.Tensor], with_classifier:
     checked = []
     classes = [SimCLRModel] + ([SimCLRForImageClassification] if with_classifier else [])
     for cls in classes:
-        loaded = cls.from_pretrained(folder).eval()
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a loading bar per check is noise in the converter's output
+        try:
+            loaded = cls.from_pretrained(folder).eval()
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         for key, tensor in loaded.state_dict().items():
             if not torch.equal(tensor, state[key]):
                 raise RuntimeError(f"{cls.__name__} reloads {key} differently from the source: the save is broken")
         with torch.no_grad():  # a forward pass runs and gives finite numbers
-            output = loaded(pixel_values=torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+            output = loaded(pixel_values=torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
         values = output.logits if with_classifier and cls is SimCLRForImageClassification else output.pooler_output
         if not torch.isfinite(values).all():
             raise RuntimeError(f"{cls.__name__} gives non-finite outputs: the source weights are broken")
         checked.append(cls.__name__)
+        del loaded, output  # one reloaded copy at a time: the source plus one copy is the conversion's peak memory
     return [
         f"The saved safetensors reload bit-identical to the source tensors as {' and '.join(checked)} "
         "(`AutoModel` / `AutoModelForImageClassification`)."

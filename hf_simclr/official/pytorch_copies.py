@@ -3,8 +3,11 @@
 - `lightly-ai/simclrv1-imagenet1k-resnet50-{1x,2x,4x}` were made with tonylins/simclr-converter:
   `{"state_dict": <torchvision ResNet-50 keys, fc included>}`. That script assigns the classifier bias to a
   Python attribute (`model.fc.weight.bias = ...`), so the file's `fc.bias` is its random initialisation.
-- `lightly-ai/simclrv2-imagenet1k-r{50,101,152}_{1x,2x}_sk{0,1}` were made with Separius/SimCLRv2-Pytorch:
-  `{"resnet": <net.* keys, fc included>, "head": <layers.* keys>}`.
+- `lightly-ai/simclrv2-imagenet1k-r{50,101,152}_{1x,2x}_sk{0,1}` and `-r152_3x_sk1` were made with
+  Separius/SimCLRv2-Pytorch: `{"resnet": <net.* keys, fc included>, "head": <layers.* keys>}`. Its selective-kernel
+  modules hold the official weights (convolutions and BatchNorms in the official creation order), though its forward
+  pass differs from the official one (a symmetric stem pool, a stride-1 shortcut pool that counts its padding):
+  converted, they compute the official network.
 
 Both files are pickles: they are read with `torch.load(weights_only=True)`, which builds tensors and containers only.
 """
@@ -19,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
-from .architecture import OfficialArchitecture, width_from_stem
+from .architecture import SK_RATIO, OfficialArchitecture, width_from_stem
 
 __all__ = ["TORCHVISION_FC_BIAS_NOTE", "load_pytorch_file", "map_pytorch_copy"]
 
@@ -29,17 +32,44 @@ TORCHVISION_FC_BIAS_NOTE = (
     "TensorFlow checkpoint for the exact classifier."
 )
 _TORCHVISION_KEY = re.compile(r"(conv1|bn1|fc|layer([1-4])\.(\d+)\.(conv[123]|bn[123]|downsample\.[01]))\.\w+")
-_SEPARIUS_BLOCK = re.compile(r"net\.([1-4])\.blocks\.(\d+)\.(projection\.shortcut|projection\.bn\.0|net\.\d(?:\.0)?)\.")
-# Separius's bottleneck: net.0 conv1, net.1.0 bn1, net.2 conv2, net.3.0 bn2, net.4 conv3, net.5.0 bn3
+_SEPARIUS_BLOCK = re.compile(r"net\.([1-4])\.blocks\.(\d+)\.(.+)")
+# Separius's module names -> timm's, sk0 and sk1. Stem: net.0 = [conv, BN+ReLU, (conv, BN+ReLU, conv, BN+ReLU,) pool].
+_SEPARIUS_STEM = {
+    0: {"net.0.0": "conv1", "net.0.1.0": "bn1"},
+    1: {
+        "net.0.0": "conv1.0",
+        "net.0.1.0": "conv1.1",
+        "net.0.2": "conv1.3",
+        "net.0.3.0": "conv1.4",
+        "net.0.4": "conv1.6",
+        "net.0.5.0": "bn1",
+    },
+}
+# Bottleneck: projection.{shortcut, bn.0}; net = [conv1, BN+ReLU, conv2 (sk1: SelectiveKernel), (BN+ReLU,) conv3, BN]
 _SEPARIUS_MODULES = {
-    "projection.shortcut": "downsample.0",
-    "projection.bn.0": "downsample.1",
-    "net.0": "conv1",
-    "net.1.0": "bn1",
-    "net.2": "conv2",
-    "net.3.0": "bn2",
-    "net.4": "conv3",
-    "net.5.0": "bn3",
+    0: {
+        "projection.shortcut": "downsample.0",
+        "projection.bn.0": "downsample.1",
+        "net.0": "conv1",
+        "net.1.0": "bn1",
+        "net.2": "conv2",
+        "net.3.0": "bn2",
+        "net.4": "conv3",
+        "net.5.0": "bn3",
+    },
+    1: {
+        "projection.shortcut.2": "downsample.1",  # after ZeroPad2d and AvgPool2d
+        "projection.bn.0": "downsample.2",
+        "net.0": "conv1",
+        "net.1.0": "bn1",
+        "net.2.main_conv.0": "conv2.conv",
+        "net.2.main_conv.1.0": "conv2.bn",
+        "net.2.mixing_conv.0": "conv2.fc_reduce",
+        "net.2.mixing_conv.1.0": "conv2.fc_bn",
+        "net.2.mixing_conv.2": "conv2.fc_select",
+        "net.3": "conv3",
+        "net.4.0": "bn3",
+    },
 }
 
 
@@ -90,34 +120,32 @@ def _torchvision_layout(state: Mapping[str, torch.Tensor]) -> tuple[OfficialArch
 
 
 def _separius_layout(resnet: Mapping, head: Mapping) -> tuple[OfficialArchitecture, dict, list[str]]:
-    if any("mixing_conv" in key for key in resnet) or "net.0.2.weight" in resnet:
-        raise CheckpointError(
-            "this is a selective-kernel (sk1) copy: only sk0 ResNets are supported; convert an r*_sk0 one"
-        )
+    sk = int("net.0.2.weight" in resnet)  # a second stem convolution: the ResNet-D stem of the sk1 networks
     weights: dict[str, torch.Tensor] = {}
     blocks: set[tuple[int, int]] = set()
     for key, tensor in resnet.items():
-        if key.startswith(("net.0.0.", "net.0.1.0.")):  # stem conv, stem BN
-            module = "conv1" if key.startswith("net.0.0.") else "bn1"
-            weights[f"encoder.{module}.{key.rsplit('.', 1)[1]}"] = tensor
-        elif key.startswith("fc."):
-            weights[f"classifier.{key[3:]}"] = tensor
-        elif match := _SEPARIUS_BLOCK.match(key):
-            stage, block, module = int(match.group(1)), int(match.group(2)), match.group(3)
-            if module not in _SEPARIUS_MODULES:
-                raise CheckpointError(f"resnet key {key!r} is not part of an sk0 bottleneck block")
+        module, name = key.rsplit(".", 1)
+        if module in _SEPARIUS_STEM[sk]:
+            weights[f"encoder.{_SEPARIUS_STEM[sk][module]}.{name}"] = tensor
+        elif module == "fc":
+            weights[f"classifier.{name}"] = tensor
+        elif match := _SEPARIUS_BLOCK.fullmatch(module):
+            stage, block, inner = int(match.group(1)), int(match.group(2)), match.group(3)
+            if inner not in _SEPARIUS_MODULES[sk]:
+                raise CheckpointError(f"resnet key {key!r} is not part of an sk{sk} bottleneck block")
             blocks.add((stage, block))
-            weights[f"encoder.layer{stage}.{block}.{_SEPARIUS_MODULES[module]}.{key[match.end() :]}"] = tensor
+            weights[f"encoder.layer{stage}.{block}.{_SEPARIUS_MODULES[sk][inner]}.{name}"] = tensor
         else:
             raise CheckpointError(f"resnet key {key!r} is not one of Separius/SimCLRv2-Pytorch's ResNet")
-    stem = resnet.get("net.0.0.weight")
-    if stem is None or tuple(stem.shape[1:]) != (3, 7, 7):
-        raise CheckpointError("resnet has no 7x7 RGB stem (net.0.0.weight): not an sk0 SimCLRv2 copy")
+    stem, last_stem = resnet.get("net.0.0.weight"), resnet.get("net.0.4.weight" if sk else "net.0.0.weight")
+    if stem is None or tuple(stem.shape[1:]) != ((3, 3, 3) if sk else (3, 7, 7)) or last_stem is None:
+        raise CheckpointError("resnet has no 7x7 RGB stem nor a selective-kernel one (net.0.*): not a SimCLRv2 copy")
     widths, notes = _separius_head(head, weights)
     fc = resnet.get("fc.weight")
     architecture = OfficialArchitecture(
         stage_blocks=_stage_blocks(blocks, "resnet"),
-        width_multiplier=width_from_stem(stem.shape[0]),
+        width_multiplier=width_from_stem(last_stem.shape[0]),
+        sk_ratio=SK_RATIO if sk else 0,
         projection_layers=len(widths),
         projection_hidden_dim=widths[0] if len(widths) > 1 else None,
         projection_dim=widths[-1] if widths else None,

@@ -270,11 +270,17 @@ class TFCheckpoint:
             raise CheckpointError(
                 f"{self.index_path} is corrupt: {name} has {entry.size} bytes for shape {entry.shape}"
             )
+        array = np.empty(entry.shape, dtype=dtype)  # read straight into the result: one copy of the tensor
         with self.shard_path(entry.shard).open("rb") as f:
             f.seek(entry.offset)
-            data = f.read(entry.size)
-        if entry.crc32c is not None and masked_crc32c(data) != entry.crc32c:
+            read = f.readinto(array.reshape(-1).view(np.uint8))
+        if read != entry.size:
+            raise CheckpointError(
+                f"{self.shard_path(entry.shard)} is truncated ({name} ends past the end of the file): download the "
+                "checkpoint again"
+            )
+        if entry.crc32c is not None and masked_crc32c(array) != entry.crc32c:
             raise CheckpointError(
                 f"{self.shard_path(entry.shard)} is corrupt ({name} fails its checksum): download the checkpoint again"
             )
-        return np.frombuffer(data, dtype=dtype).reshape(entry.shape).copy()
+        return array

@@ -55,6 +55,20 @@ def test_separius_copy_converts_to_the_same_network(separius_folder):
     assert "bit-identical" in (folder / "README.md").read_text()
 
 
+def test_separius_selective_kernel_copy_converts_to_the_same_network(tmp_path):
+    model, classifier = tiny_official_model(sk_ratio=0.0625)
+    copy = separius_copy(model, classifier)
+    assert "net.1.blocks.0.net.2.mixing_conv.2.weight" in copy["resnet"]  # Separius's SK mixing convolution
+    torch.save(copy, tmp_path / "r26_quarter_sk1.pth")
+    folder = convert_folder(str(tmp_path / "r26_quarter_sk1.pth"), str(tmp_path / "converted"))
+    assert AutoConfig.from_pretrained(folder).sk_ratio == 0.0625
+    with torch.no_grad():
+        out = model(pixel_values=PIXELS)
+        expected = (out.pooler_output, out.projections, classifier(out.pooler_output))
+    for actual, reference in zip(_outputs(folder), expected, strict=True):
+        torch.testing.assert_close(actual, reference, rtol=0, atol=1e-6)
+
+
 def test_torchvision_copy_computes_torchvision_resnet_with_the_tf_pool(tmp_path):
     torch.manual_seed(0)
     resnet = torchvision.models.resnet.ResNet(torchvision.models.resnet.Bottleneck, [2, 2, 2, 2], num_classes=10)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_python
 from official_copies import convert_exit_code, convert_folder
 from PIL import Image
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
@@ -62,6 +63,19 @@ SPECS = [
         step=3754,
         seed=3,
     ),
+    # SimCLRv2 sk1 "pretrained": selective kernels, ResNet-D stem and shortcuts; 36 px makes odd feature maps (9, 5, 3),
+    # where the stride-2 shortcut pool reads its zero padding and the stride-1 one leaves it out of the mean
+    dict(
+        SMALL,
+        folder="pretrained/r26_quarter_sk1",
+        sk_ratio=0.0625,
+        image_size=36,
+        ft_proj_selector=0,
+        momentum=True,
+        ema=True,
+        step=250228,
+        seed=5,
+    ),
     dict(
         kind="preprocessing",
         folder="preprocessing",
@@ -92,7 +106,8 @@ def tf_reference(tmp_path_factory) -> Path:
 
 def _converted(tf_reference: Path, folder: str, *args: str) -> tuple[Path, dict, torch.Tensor]:
     out = tf_reference / "converted" / folder
-    convert_folder(str(tf_reference / folder), str(out), *args)
+    if not (out / "config.json").exists():  # converted once per module, whichever test comes first
+        convert_folder(str(tf_reference / folder), str(out), *args)
     reference = dict(np.load(tf_reference / folder / "reference.npz"))
     return out, reference, torch.from_numpy(reference["images"]).permute(0, 3, 1, 2)
 
@@ -166,6 +181,60 @@ def test_resnet50_release_layout_is_recognised_and_exact(tf_reference, capsys):
     assert "**68.4% ImageNet top-1** (fine-tuned on 10% of the labels)" in card
     assert "gs://simclr-checkpoints/simclrv2/finetuned_10pct/r50_1x_sk0" in card
     assert "not measured" in card
+
+
+def test_selective_kernel_checkpoint_gives_tensorflows_h_z_and_logits(tf_reference):
+    out, reference, pixels = _converted(tf_reference, "pretrained/r26_quarter_sk1")
+    config = AutoConfig.from_pretrained(out)
+    assert (config.backbone, config.width_multiplier, config.sk_ratio) == ("resnet26", 0.25, 0.0625)
+    model = AutoModel.from_pretrained(out).eval()
+    with torch.no_grad():
+        output = model(pixel_values=pixels)
+        _close(output.pooler_output, reference["h"])
+        _close(output.projections, reference["z"])
+        _close(
+            AutoModelForImageClassification.from_pretrained(out).eval()(pixel_values=pixels).logits, reference["logits"]
+        )
+        # the stride-1 shortcut pool is neither an identity (timm's avg_down) nor a mean that counts its zero padding
+        # (Separius/SimCLRv2-Pytorch): either one is a different network
+        shortcut = model.encoder.layer1[0].downsample
+        for pool in (
+            torch.nn.Identity(),
+            torch.nn.Sequential(torch.nn.ZeroPad2d((0, 1, 0, 1)), torch.nn.AvgPool2d(2, 1)),
+        ):
+            shortcut[0] = pool
+            assert (model(pixel_values=pixels).pooler_output - output.pooler_output).abs().max() > 1e-3
+    card = (out / "README.md").read_text()
+    assert "ResNet-26 (0.25x, selective kernels)" in card and "passed the CRC-32C" in card
+    assert "EMA copies (ema_model/)" in card and "optimiser slots (/Momentum)" in card
+
+
+def test_selective_kernel_folder_loads_with_remote_code_and_in_pipelines(tf_reference):
+    out, reference, _ = _converted(tf_reference, "pretrained/r26_quarter_sk1")
+    assert (out / "selective_kernel.py").is_file()  # the architecture code travels with the weights
+    result = run_python(
+        f"""
+        import json
+        import numpy as np
+        import torch
+        from PIL import Image
+        from transformers import AutoModel, AutoModelForImageClassification, pipeline
+        reference = np.load({str(tf_reference / "pretrained/r26_quarter_sk1/reference.npz")!r})
+        pixels = torch.from_numpy(reference["images"]).permute(0, 3, 1, 2)
+        model = AutoModel.from_pretrained({str(out)!r}, trust_remote_code=True).eval()
+        classifier = AutoModelForImageClassification.from_pretrained({str(out)!r}, trust_remote_code=True).eval()
+        extractor = pipeline("image-feature-extraction", model={str(out)!r}, trust_remote_code=True)
+        with torch.no_grad():
+            h, logits = model(pixel_values=pixels).pooler_output, classifier(pixel_values=pixels).logits
+        errors = [float(np.abs(h.numpy() - reference["h"]).max())]
+        errors.append(float(np.abs(logits.numpy() - reference["logits"]).max()))
+        features = extractor(Image.new("RGB", (50, 40), (10, 200, 90)), pool=True)
+        print(json.dumps(dict(errors=errors, module=type(model).__module__, features=len(features[0]))))
+        """,
+        block_hf_simclr=True,
+    )
+    assert not result["module"].startswith("hf_simclr")  # the folder's own code, not the package
+    assert max(result["errors"]) < 1e-4 and result["features"] == 512
 
 
 def test_evaluation_preprocessing_is_the_official_one(tf_reference):
