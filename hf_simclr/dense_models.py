@@ -26,6 +26,7 @@ ARCHITECTURE_FIELDS = (
     "backbone",
     "backbone_kwargs",
     "width_multiplier",
+    "sk_ratio",
     "tf_same_stem_pool",
     "cifar_stem",
     "batch_norm_eps",

@@ -177,8 +177,13 @@ def test_backbone_loads_the_encoder_of_simclr_and_classifier_checkpoints(
         ({"tf_same_stem_pool": True}, [4, 4, 8, 16, 32], [64, 64, 128, 256, 512]),
         ({"width_multiplier": 0.5}, [4, 4, 8, 16, 32], [32, 32, 64, 128, 256]),
         ({"backbone_kwargs": {"output_stride": 16, "stem_type": "deep"}}, [4, 4, 8, 16, 16], [128, 64, 128, 256, 512]),
+        (  # SimCLRv2's selective kernels, on the smallest bottleneck ResNet at a quarter of the width
+            {"backbone": "resnet26", "sk_ratio": 0.0625, "width_multiplier": 0.25},
+            [4, 4, 8, 16, 32],
+            [16, 64, 128, 256, 512],
+        ),
     ],
-    ids=["default", "cifar_stem", "tf_same_stem_pool", "width_multiplier", "backbone_kwargs"],
+    ids=["default", "cifar_stem", "tf_same_stem_pool", "width_multiplier", "backbone_kwargs", "sk_ratio"],
 )
 def test_every_variant_loads_as_a_backbone(variant, reductions, channels, pixels, tmp_path, one_thread):
     torch.manual_seed(0)
