@@ -193,7 +193,7 @@ class SegmentationArguments(DatasetArguments):
     )
     decoder_hidden_size: int = field(default=512, metadata={"help": "channels of UperNet's decoder (its hidden_size)"})
     epochs: int = field(default=20, metadata={"help": "passes over the training split"})
-    learning_rate: float = field(default=2e-4, metadata={"help": "AdamW peak learning rate (cosine decay to 0)"})
+    learning_rate: float = field(default=5e-4, metadata={"help": "AdamW peak learning rate (cosine decay to 0)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     warmup_ratio: float = field(default=0.05, metadata={"help": "share of the steps that warm the learning rate up"})
     per_device_batch_size: int = field(default=16, metadata={"help": "images per process per step"})
