@@ -6,10 +6,17 @@ and timm when it needs the stage names of a backbone).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from transformers import PreTrainedConfig
 from transformers.backbone_utils import BackboneConfigMixin
+
+# Upper bounds of what a config (or an image processor saved with a model) may ask for, far above any real recipe:
+# a larger value is a mistake or a malicious file, and would only fail after a huge allocation.
+MAX_IMAGE_SIZE = 4096  # pixels per side (SimCLR trains at 224, evaluates at 256 at most)
+MAX_PROJECTION_DIM = 32768  # widths of the projection head (the largest released: 6144, ResNet-152 3x)
+MAX_WIDTH_MULTIPLIER = 16  # ResNet width multiplier (released: up to 4); a 16x ResNet-50 has 6 billion weights
 
 # The timm.create_model arguments a config may carry: they shape the architecture and read nothing. Any other
 # argument is refused, because several make building a model read a file or fetch weights (checkpoint_path,
@@ -37,6 +44,22 @@ BACKBONE_KWARGS_ALLOWED = frozenset(
     }
 )
 _PLAIN_VALUES = (str, int, float, bool, type(None))
+
+
+# Ranges of the numeric architecture arguments: timm's own (output_stride, drop rates), and widths at most
+# MAX_WIDTH_MULTIPLIER times timm's ResNet defaults (stem 64, stages up to 512, bottleneck base width 64).
+_OUTPUT_STRIDES = (8, 16, 32)
+_BACKBONE_RANGES = {
+    "drop_rate": (0.0, 1.0),
+    "drop_path_rate": (0.0, 1.0),
+    "drop_block_rate": (0.0, 1.0),
+    "stem_width": (1, 64 * MAX_WIDTH_MULTIPLIER),
+    "base_width": (1, 64 * MAX_WIDTH_MULTIPLIER),
+    "cardinality": (1, 64 * MAX_WIDTH_MULTIPLIER),
+    "channels": (1, 512 * MAX_WIDTH_MULTIPLIER),
+    "block_reduce_first": (1, 4),
+    "down_kernel_size": (1, 7),
+}
 
 
 RESNET_STAGE_NAMES = ["stem", "stage1", "stage2", "stage3", "stage4"]  # as transformers' ResNetConfig
@@ -78,7 +101,8 @@ def backbone_stage_names(backbone: str, backbone_kwargs: dict[str, Any]) -> list
 
 
 def check_backbone_kwargs(backbone_kwargs: Any) -> None:
-    """Raise `ValueError` naming the first argument that is not an allowed architecture argument of plain value."""
+    """Raise `ValueError` naming the first argument that is not an allowed architecture argument of plain value, or
+    whose number is not finite or out of its range."""
     if not isinstance(backbone_kwargs, dict):
         raise ValueError(f"backbone_kwargs must be a dict of timm.create_model arguments, got {backbone_kwargs!r}")
     for key, value in backbone_kwargs.items():
@@ -92,6 +116,15 @@ def check_backbone_kwargs(backbone_kwargs: Any) -> None:
             raise ValueError(
                 f"backbone_kwargs[{key!r}] must be a string, number, boolean or a list of them, got {value!r}"
             )
+        numbers = [item for item in items if isinstance(item, (int, float)) and not isinstance(item, bool)]
+        if not all(math.isfinite(number) for number in numbers):
+            raise ValueError(f"backbone_kwargs[{key!r}] must be finite, got {value!r}")
+        if key == "output_stride" and value not in _OUTPUT_STRIDES:
+            raise ValueError(f"backbone_kwargs['output_stride'] must be one of {_OUTPUT_STRIDES}, got {value!r}")
+        if key in _BACKBONE_RANGES:
+            low, high = _BACKBONE_RANGES[key]
+            if not numbers or not all(low <= number <= high for number in numbers):
+                raise ValueError(f"backbone_kwargs[{key!r}] must be in [{low}, {high}], got {value!r}")
 
 
 class SimCLRConfig(BackboneConfigMixin, PreTrainedConfig):
@@ -199,8 +232,8 @@ class SimCLRConfig(BackboneConfigMixin, PreTrainedConfig):
             raise ValueError(f"backbone must be a timm model name such as 'resnet50', got {self.backbone!r}")
         check_backbone_kwargs(self.backbone_kwargs)
         if self.projection_hidden_dim is not None:
-            _check_int("projection_hidden_dim", self.projection_hidden_dim, 1)
-        _check_int("projection_dim", self.projection_dim, 1)
+            _check_int("projection_hidden_dim", self.projection_hidden_dim, 1, MAX_PROJECTION_DIM)
+        _check_int("projection_dim", self.projection_dim, 1, MAX_PROJECTION_DIM)
         _check_int("projection_layers", self.projection_layers, 0, 3)
         _check_int("classifier_projection_layers", self.classifier_projection_layers, 0)
         if self.classifier_projection_layers > self.projection_layers:
@@ -209,8 +242,11 @@ class SimCLRConfig(BackboneConfigMixin, PreTrainedConfig):
                 f"projection_layers ({self.projection_layers}): the classifier sits on a layer of the head"
             )
         w = self.width_multiplier
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0 or 64 * w != int(64 * w):
-            raise ValueError(f"width_multiplier must be a number > 0 with 64 * width_multiplier whole, got {w!r}")
+        if not _is_number(w) or not 0 < w <= MAX_WIDTH_MULTIPLIER or 64 * w != int(64 * w):
+            raise ValueError(
+                f"width_multiplier must be a number in (0, {MAX_WIDTH_MULTIPLIER}] with 64 * width_multiplier whole, "
+                f"got {w!r}"
+            )
         if self.width_multiplier != 1 and "channels" in self.backbone_kwargs:
             raise ValueError("width_multiplier scales the default channels: drop 'channels' from backbone_kwargs")
         r = self.sk_ratio
@@ -222,29 +258,28 @@ class SimCLRConfig(BackboneConfigMixin, PreTrainedConfig):
             raise ValueError("cifar_stem replaces the selective-kernel stem: set cifar_stem=false or sk_ratio=0")
         if not isinstance(self.tf_same_stem_pool, bool):
             raise ValueError(f"tf_same_stem_pool must be true or false, got {self.tf_same_stem_pool!r}")
-        if self.batch_norm_eps is not None and (
-            isinstance(self.batch_norm_eps, bool)
-            or not isinstance(self.batch_norm_eps, (int, float))
-            or not 0 < self.batch_norm_eps < 1
-        ):
+        if self.batch_norm_eps is not None and not (_is_number(self.batch_norm_eps) and 0 < self.batch_norm_eps < 1):
             raise ValueError(f"batch_norm_eps must be a number in (0, 1) or None, got {self.batch_norm_eps!r}")
-        _check_int("image_size", self.image_size, 8)
+        _check_int("image_size", self.image_size, 8, MAX_IMAGE_SIZE)
         if self.eval_image_size is not None:
-            _check_int("eval_image_size", self.eval_image_size, 8)
+            _check_int("eval_image_size", self.eval_image_size, 8, MAX_IMAGE_SIZE)
         if not isinstance(self.cifar_stem, bool):
             raise ValueError(f"cifar_stem must be true or false, got {self.cifar_stem!r}")
         if self.cifar_stem and self.tf_same_stem_pool:
             raise ValueError("cifar_stem drops the stem max-pool that tf_same_stem_pool pads: set one of them to false")
-        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)):
+        if not _is_number(self.temperature) or not 0 < self.temperature <= 10:
             raise ValueError(f"temperature must be a number in (0, 10], got {self.temperature!r}")
-        if not 0 < self.temperature <= 10:
-            raise ValueError(f"temperature must be in (0, 10], got {self.temperature}")
         for name in ("image_mean", "image_std"):
             value = getattr(self, name)
-            if len(value) != 3 or not all(isinstance(v, (int, float)) for v in value):
-                raise ValueError(f"{name} must be 3 numbers (one per RGB channel), got {value!r}")
+            if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(map(_is_number, value)):
+                raise ValueError(f"{name} must be 3 finite numbers (one per RGB channel), got {value!r}")
         if any(v <= 0 for v in self.image_std):
             raise ValueError(f"image_std must be > 0 for every channel, got {self.image_std!r}")
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (JSON's NaN and Infinity are not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
@@ -253,15 +288,48 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
+def check_image_processor_config(values: Any, source: str = "preprocessor_config.json") -> None:
+    """Raise `ValueError` (one line naming the field) where an image processor's settings ask for more than
+    `MAX_IMAGE_SIZE` pixels per side or hold a number that is not finite.
+
+    ``values`` is a processor's dict (its ``preprocessor_config.json``, or ``to_dict()``): every int under a key
+    ending in ``size`` (``size``, ``crop_size``, timm's ``input_size``, nested dicts and lists included) must be in
+    [1, `MAX_IMAGE_SIZE`], except the ``min_pixels`` / ``max_pixels`` areas, which must be at most its square.
+    """
+
+    def visit(value: Any, path: str, sized: bool) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, f"{path}.{key}" if path else str(key), sized or str(key).endswith("size"))
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                visit(item, f"{path}[{i}]", sized)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ValueError(f"{source}: {path} must be finite, got {value!r}; save the image processor again")
+            high = MAX_IMAGE_SIZE**2 if path.rsplit(".", 1)[-1] in ("min_pixels", "max_pixels") else MAX_IMAGE_SIZE
+            if sized and not 0 < value <= high:
+                raise ValueError(
+                    f"{source}: {path} must be at most {high} pixels (MAX_IMAGE_SIZE {MAX_IMAGE_SIZE} per side), "
+                    f"got {value!r}; save the image processor again with a real size"
+                )
+
+    visit(values, "", False)
+
+
 # save_pretrained then copies this file and writes `auto_map`, so saved folders load with trust_remote_code=True
 # where hf_simclr is not installed.
 SimCLRConfig.register_for_auto_class()
 
 __all__ = [
     "BACKBONE_KWARGS_ALLOWED",
+    "MAX_IMAGE_SIZE",
+    "MAX_PROJECTION_DIM",
+    "MAX_WIDTH_MULTIPLIER",
     "RESNET_STAGE_NAMES",
     "SimCLRConfig",
     "backbone_stage_names",
     "check_backbone_kwargs",
+    "check_image_processor_config",
     "encoder_stage_names",
 ]

@@ -6,11 +6,12 @@ transformers (and safetensors, which transformers requires) and its siblings.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import timm
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from timm.layers import create_pool2d
 from timm.models._manipulate import checkpoint_seq
 from timm.models.resnet import ResNet
@@ -18,10 +19,10 @@ from torch import nn
 from transformers import BitImageProcessor, PreTrainedConfig, PreTrainedModel
 from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
 from transformers.modeling_outputs import BackboneOutput, ImageClassifierOutput
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, cached_file
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_simclr import SimCLRConfig, check_backbone_kwargs, encoder_stage_names
+from .configuration_simclr import SimCLRConfig, check_backbone_kwargs, check_image_processor_config, encoder_stage_names
 from .loss import NTXentLoss
 from .selective_kernel import create_selective_kernel_resnet
 
@@ -33,6 +34,13 @@ _AUTO_MAP = {
 }
 # from_pretrained arguments that say where config.json comes from (transformers' DownloadKwargs)
 _DOWNLOAD_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
+WEIGHTS_NAME, WEIGHTS_INDEX_NAME, IMAGE_PROCESSOR_NAME = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "preprocessor_config.json",
+)
+# safetensors dtypes a weight may be stored in: loading casts them to the model's dtype without loss of meaning
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 # Evaluation resizes the short side to size / crop_pct, then centre-crops size (224 -> 256 -> 224); for models trained
 # at SMALL_IMAGE_SIZE or below it keeps the whole image (crop_pct 1), as the official code does at CIFAR-10's 32 px.
 CROP_PCT = 0.875
@@ -195,6 +203,11 @@ class SimCLRPreTrainedModel(PreTrainedModel):
                 kwargs["channels"] = tuple(int(width * c) for c in _RESNET_CHANNELS)
             try:
                 encoder = timm.create_model(config.backbone, pretrained=False, num_classes=0, **kwargs)
+            except AssertionError as err:  # timm checks some arguments with bare asserts, which say nothing
+                raise ValueError(
+                    f"backbone {config.backbone!r} does not build with backbone_kwargs {config.backbone_kwargs}: "
+                    f"timm refused them ({err or 'a failed assertion'}); fix backbone_kwargs"
+                ) from None
             except TypeError as err:
                 if width == 1:
                     raise
@@ -270,6 +283,11 @@ class SimCLRPreTrainedModel(PreTrainedModel):
                     f"{source} holds a {found or 'unknown'!r} model, not a SimCLR one (config.json model_type must be "
                     f"{cls.config_class.model_type!r}): load it with its own class, e.g. AutoModel"
                 )
+        if source is not None and kwargs.get("state_dict") is None:
+            # before anything is allocated: a pipeline loads this model first, then the image processor
+            download = {k: kwargs[k] for k in _DOWNLOAD_KWARGS if k in kwargs}
+            _check_saved_image_processor(source, download)
+            _check_weight_dtypes(source, download)
         # A checkpoint whose encoder weights are missing would otherwise load with random encoder weights
         # and only a warning: refuse it instead.
         wants_info = kwargs.pop("output_loading_info", False)
@@ -287,6 +305,12 @@ class SimCLRPreTrainedModel(PreTrainedModel):
                 f"checkpoint of backbone {model.config.backbone!r}; point to a folder saved by "
                 "SimCLRModel.save_pretrained"
             )
+        broken = next((k for k, t in model.state_dict().items() if not _finite(t)), None)
+        if broken is not None:
+            raise ValueError(
+                f"{source}: the weight {broken} holds NaN or infinite values, so every output would be NaN: load a "
+                "checkpoint saved before the training diverged, or save the model again"
+            )
         if getattr(model.config, "freeze_encoder", False) and hasattr(model, "freeze_encoder"):
             # loading replaced the parameters frozen in __init__
             model.freeze_encoder()
@@ -300,6 +324,59 @@ class SimCLRPreTrainedModel(PreTrainedModel):
         if kwargs.get("is_main_process", True):
             build_image_processor(self.config).save_pretrained(save_directory)
         super().save_pretrained(save_directory, *args, **kwargs)
+
+
+# cached_file returns None for a file the folder or repo does not have (or cannot be reached for: loading says so)
+_IF_PRESENT = {"_raise_exceptions_for_missing_entries": False, "_raise_exceptions_for_connection_errors": False}
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    return not tensor.is_floating_point() or tensor.device.type == "meta" or bool(torch.isfinite(tensor).all())
+
+
+def _check_saved_image_processor(source: str, download: dict) -> None:
+    """Refuse a ``preprocessor_config.json`` next to the model whose sizes would make one call allocate gigabytes
+    (see `check_image_processor_config`): pipelines and `AutoImageProcessor` would use it as it is."""
+    path = cached_file(source, IMAGE_PROCESSOR_NAME, **download, **_IF_PRESENT)
+    if path is None:
+        return
+    try:
+        with open(path, encoding="utf-8") as file:
+            values = json.load(file)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"{source}: {IMAGE_PROCESSOR_NAME} cannot be read ({err}); save the image processor again"
+        ) from None
+    check_image_processor_config(values, f"{source}: {IMAGE_PROCESSOR_NAME}")
+
+
+def _check_weight_dtypes(source: str, download: dict) -> None:
+    """Refuse weights stored as integers (loading would cast int8 codes to floats without a word); reads only the
+    safetensors headers."""
+    options = {**download, **_IF_PRESENT}
+    files = [cached_file(source, WEIGHTS_NAME, **options)]
+    if files[0] is None:
+        index = cached_file(source, WEIGHTS_INDEX_NAME, **options)
+        if index is None:
+            return  # no weights: from_pretrained says so itself
+        try:
+            with open(index, encoding="utf-8") as file:
+                shards = sorted(set(json.load(file)["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return  # from_pretrained reports a broken index itself
+        files = [cached_file(source, shard, **options) for shard in shards]
+    for path in filter(None, files):
+        try:
+            with safe_open(path, framework="pt") as weights:
+                stored = {key: weights.get_slice(key).get_dtype() for key in weights.keys()}
+        except (SafetensorError, OSError):
+            return  # from_pretrained reports a corrupt file itself
+        for key, dtype in stored.items():
+            if dtype not in FLOAT_DTYPES and not key.endswith("num_batches_tracked"):
+                raise ValueError(
+                    f"{source}: the weight {key} is stored as {dtype}, which loading would cast to floats as they "
+                    f"are; SimCLR weights are floating point ({', '.join(FLOAT_DTYPES)}): save the model again"
+                )
 
 
 _RESNET_CHANNELS = (64, 128, 256, 512)  # timm ResNets' stage widths; the 7x7 stem has the first one

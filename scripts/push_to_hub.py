@@ -1,7 +1,7 @@
 """Push a finished run's model folder to the Hugging Face Hub in one commit.
 
     python scripts/push_to_hub.py OUTPUT_DIR org/name [--private] [--revision REV]
-        [--timm_repo org/name-timm --timm_dir DIR]
+        [--timm_repo org/name-timm --timm_dir DIR] [--space org/name-demo --space_index org/embeddings]
 
 Exit codes: 0 pushed (or nothing changed), 1 the upload failed (local files kept), 2 bad input.
 """

@@ -16,6 +16,7 @@ from pathlib import Path
 from hf_simclr.cli import parse_arguments, run_cli
 from hf_simclr.data.arguments import dataset_load_kwargs
 from hf_simclr.errors import UsageError
+from hf_simclr.hub.locate import check_dataset_source
 
 
 @dataclass
@@ -37,6 +38,8 @@ class ShowAugmentationsArguments:
     def __post_init__(self) -> None:
         if self.num_images < 1 or self.cell < 8:
             raise UsageError("--num_images must be at least 1 and --cell at least 8")
+        if self.dataset is not None:  # a mistyped local path fails now, before torch and the data libraries load
+            check_dataset_source(self.dataset)
         self.preset = self.preset or ("demo" if self.dataset is None else "imagenet")
         folder = Path(self.output).absolute().parent
         existing = next(path for path in (folder, *folder.parents) if path.exists())  # the rest is created

@@ -1,7 +1,9 @@
 """A local Hugging Face Hub for tests: a real HTTP server on 127.0.0.1 speaking the API huggingface_hub 2.4 uses.
 
-Repos live in memory as commits (sha1 ids, parents, one file tree each); file contents live on disk, addressed by
-sha256. huggingface_hub reads HF_ENDPOINT, HF_HOME and the offline/Xet flags at import time, so clients run in fresh
+Model, dataset and Space repos (``repo_type``), each under the Hub's own URLs: a model repo is keyed by its id in
+``HubStore.repos``, the others by their URL prefix and id (``datasets/org/name``, ``spaces/org/name``). Repos live in
+memory as commits (sha1 ids, parents, one file tree each); file contents live on disk, addressed by sha256.
+huggingface_hub reads HF_ENDPOINT, HF_HOME and the offline/Xet flags at import time, so clients run in fresh
 subprocesses: ``hub_client.run(code)`` / ``hub_client.run_json(code)``.
 """
 
@@ -77,10 +79,21 @@ class Commit:
     files: dict[str, Blob]
 
 
+REPO_TYPE_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+API_REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+
+
+def repo_key(repo_id: str, repo_type: str = "model") -> str:
+    """A repo's key in ``HubStore.repos`` and its path in URLs: ``org/name``, ``datasets/org/name``, ..."""
+    return REPO_TYPE_PREFIXES[repo_type] + repo_id
+
+
 @dataclass
 class Repo:
     repo_id: str
     private: bool
+    repo_type: str = "model"
+    sdk: str | None = None  # a Space's
     created: str = field(default_factory=_now)
     branches: dict[str, str] = field(default_factory=dict)
     commits: dict[str, Commit] = field(default_factory=dict)
@@ -123,11 +136,12 @@ class HubStore:
         pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
         return Blob(size, sha256, _git_oid(pointer), len(pointer))
 
-    def create_repo(self, repo_id: str, private: bool) -> Repo:
+    def create_repo(self, repo_id: str, private: bool, repo_type: str = "model", sdk: str | None = None) -> Repo:
         with self.lock:
-            if repo_id in self.repos:
-                raise HubError(409, "You already created this model repo")
-            repo = self.repos[repo_id] = Repo(repo_id, private)
+            key = repo_key(repo_id, repo_type)
+            if key in self.repos:
+                raise HubError(409, f"You already created this {repo_type} repo")
+            repo = self.repos[key] = Repo(repo_id, private, repo_type, sdk)
             repo.add_commit("main", "initial commit", "", {".gitattributes": self.put(GITATTRIBUTES.encode(), False)})
             return repo
 
@@ -206,10 +220,10 @@ class HubHandler(BaseHTTPRequestHandler):
     def _authorized(self) -> bool:
         return self.headers.get("Authorization", "") == f"Bearer {self.server.store_token}"
 
-    def _repo(self, repo_id: str, write: bool = False) -> Repo:
+    def _repo(self, repo_id: str, write: bool = False, repo_type: str = "model") -> Repo:
         if write and not self._authorized():
             raise HubError(401, "Invalid credentials in Authorization header")
-        repo = self.server.store.repos.get(repo_id)
+        repo = self.server.store.repos.get(repo_key(repo_id, repo_type))
         if repo is None or (repo.private and not self._authorized()):
             raise HubError(404, "Repository not found", "RepoNotFound")
         return repo
@@ -225,16 +239,21 @@ class HubHandler(BaseHTTPRequestHandler):
             return self._validate_yaml(self._json().get("content", ""))
         if parts[:2] == ["api", "repos"] and parts[2:] in (["create"], ["delete"]):
             return self._create_or_delete_repo(parts[2], self._json())
-        if parts[:2] == ["api", "models"] and len(parts) >= 4:
+        if parts[0] == "api" and len(parts) >= 4 and parts[1] in API_REPO_TYPES:
+            repo_type = API_REPO_TYPES[parts[1]]
             repo_id, action, args = f"{parts[2]}/{parts[3]}", (parts[4:5] or ["revision"])[0], parts[5:] or ["main"]
             handler = getattr(self, "_api_" + action.replace("-", "_"), None)
             if handler is None:
                 raise HubError(404, f"Unknown endpoint {action}")
             with store.lock:
                 writes = method in ("POST", "DELETE") and action != "paths-info"  # paths-info is a POST that reads
-                return handler(self._repo(repo_id, write=writes), *args)
+                return handler(self._repo(repo_id, write=writes, repo_type=repo_type), *args)
+        repo_type = API_REPO_TYPES.get(parts[0], "model") if parts[0] != "models" else "model"
+        if repo_type != "model":  # datasets/org/name/... and spaces/org/name/...: the rest as for a model repo
+            parts = parts[1:]
         if len(parts) == 6 and parts[1].endswith(".git") and parts[2:] == ["info", "lfs", "objects", "batch"]:
-            return self._lfs_batch(self._repo(f"{parts[0]}/{parts[1][:-4]}", write=True), base)
+            repo = self._repo(f"{parts[0]}/{parts[1][:-4]}", write=True, repo_type=repo_type)
+            return self._lfs_batch(repo, base)
         if parts[0] == "_lfs" and method == "PUT":
             return self._lfs_put(parts[1])
         if parts[0] == "_lfs" and parts[2:] == ["verify"]:
@@ -242,7 +261,7 @@ class HubHandler(BaseHTTPRequestHandler):
             return self._send_json({"ok": ok}, 200 if ok else 404)
         if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
             with store.lock:
-                repo = self._repo(f"{parts[0]}/{parts[1]}")
+                repo = self._repo(f"{parts[0]}/{parts[1]}", repo_type=repo_type)
                 return self._resolve(repo, parts[3], "/".join(parts[4:]))
         raise HubError(404, f"Not found: {self.path}")
 
@@ -257,17 +276,20 @@ class HubHandler(BaseHTTPRequestHandler):
     def _create_or_delete_repo(self, action: str, payload: dict[str, Any]) -> None:
         if not self._authorized():
             raise HubError(401, "Invalid credentials in Authorization header")
-        if payload.get("type", "model") != "model":
-            raise HubError(400, "The local test hub serves model repos only")
+        repo_type = payload.get("type") or "model"
+        if repo_type not in REPO_TYPE_PREFIXES:
+            raise HubError(400, f"Invalid repo type {repo_type!r}")
+        if repo_type == "space" and payload.get("sdk") not in ("gradio", "streamlit", "docker", "static"):
+            raise HubError(400, "A Space needs an sdk: gradio, streamlit, docker or static")
         repo_id = f"{payload.get('organization') or USER}/{payload['name']}"
         if action == "delete":
             with self.server.store.lock:
-                self.server.store.repos.pop(self._repo(repo_id).repo_id)
+                self.server.store.repos.pop(repo_key(self._repo(repo_id, repo_type=repo_type).repo_id, repo_type))
             return self._send_json({})
-        url = f"{self.server.url}/{repo_id}"
+        url = f"{self.server.url}/{repo_key(repo_id, repo_type)}"
         try:
             private = payload.get("visibility") == "private" or bool(payload.get("private"))
-            self.server.store.create_repo(repo_id, private)
+            self.server.store.create_repo(repo_id, private, repo_type, payload.get("sdk"))
         except HubError as err:
             return self._send_json({"error": err.message, "url": url}, err.status)
         self._send_json({"url": url, "name": repo_id, "id": repo_id})
@@ -287,6 +309,8 @@ class HubHandler(BaseHTTPRequestHandler):
         info = {"id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": commit.id, "private": repo.private}
         info.update(lastModified=commit.date, createdAt=repo.created, gated=False, disabled=False, siblings=siblings)
         info.update(tags=card.get("tags", []), library_name=card.get("library_name"), cardData=card or None)
+        if repo.repo_type == "space":
+            info["sdk"] = card.get("sdk") or repo.sdk
         self._send_json({**info, "pipeline_tag": card.get("pipeline_tag")})
 
     def _api_preupload(self, repo: Repo, rev: str) -> None:
@@ -324,7 +348,7 @@ class HubHandler(BaseHTTPRequestHandler):
             elif key == "deletedFolder":
                 files = {p: b for p, b in files.items() if not p.startswith(value["path"].rstrip("/") + "/")}
         commit = repo.add_commit(branch, header["summary"], header.get("description", ""), files)
-        url = f"{self.server.url}/{repo.repo_id}/commit/{commit.id}"
+        url = f"{self.server.url}/{repo_key(repo.repo_id, repo.repo_type)}/commit/{commit.id}"
         self._send_json({"success": True, "commitOid": commit.id, "commitUrl": url, "hookOutput": ""})
 
     def _api_tree(self, repo: Repo, rev: str, *path_parts: str) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
 
 import pytest
+from helpers import SCRIPTS, subprocess_env
 
 from hf_simclr.cli import run_cli
 from hf_simclr.data import DatasetArguments
@@ -76,3 +80,48 @@ def test_a_flag_mistake_is_one_line_and_exit_code_2(argv, message, capsys):
     assert run_cli(lambda: pretrain_arguments.parse_args(argv)) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+MISSING_DATASET_RUNS = """
+import contextlib, io, json, runpy, sys
+scripts = sys.argv[1]
+required = {
+    "pretrain": [],
+    "linear_eval": ["--model", "org/model"],
+    "finetune": ["--model", "org/model", "--output_dir", "finetuned"],
+    "show_augmentations": [],
+}
+results = []
+for name, extra in required.items():
+    for dataset in ("./nope", "data/x", "data/*.parquet", "nope.parquet"):
+        sys.argv = [f"{scripts}/{name}.py", "--dataset", dataset, *extra]
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            try:
+                runpy.run_path(sys.argv[0], run_name="__main__")  # as `python scripts/<name>.py ...`
+            except SystemExit as exit:
+                code = exit.code
+        imported = [module for module in ("torch", "datasets", "pyarrow", "transformers") if module in sys.modules]
+        results.append([name, dataset, code, stderr.getvalue(), imported])
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.slow
+def test_a_missing_local_dataset_fails_in_one_line_before_torch_or_the_data_libraries_load(tmp_path):
+    (tmp_path / "data").mkdir()  # "data/x" is then a path of this folder, not the Hub repository data/x
+    result = subprocess.run(
+        [sys.executable, "-c", MISSING_DATASET_RUNS, str(SCRIPTS)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=subprocess_env(),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(runs) == 16
+    for name, dataset, code, stderr, imported in runs:
+        assert code == 2 and stderr.startswith(f"error: --dataset {dataset}: ") and stderr.count("\n") == 1, stderr
+        assert f"(relative to {tmp_path})" in stderr, stderr
+        assert imported == [], f"{name} --dataset {dataset} imported {imported} before failing"

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import (
     SCRIPTS,
     TINY_PRETRAIN,
@@ -26,6 +27,7 @@ from helpers import (
     with_mounts,
     write_labelled_subset,
 )
+from official_copies import separius_copy, tiny_official_model
 
 from hf_simclr.hub.output_lock import LOCK_FILE
 from hf_simclr.training import parse_args, pretrain
@@ -94,15 +96,18 @@ def test_a_second_run_into_a_busy_output_dir_fails_at_once_naming_it(labelled_da
 
 
 READ_ONLY_RUNS = """
-import contextlib, importlib.util, io, json, sys
+import contextlib, importlib.util, io, json, os, sys
 from hf_simclr.cli import run_cli
 from hf_simclr.evaluation import finetune, linear_eval, segmentation
 from hf_simclr.training import parse_args, pretrain
 
-model, data, read_only, scripts = sys.argv[1:5]
-spec = importlib.util.spec_from_file_location("show_augmentations", scripts + "/show_augmentations.py")
-show_augmentations = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(show_augmentations)
+model, data, read_only, scripts, checkpoint, empty_read_only, small_disk = sys.argv[1:8]
+def script(name):
+    spec = importlib.util.spec_from_file_location(name, f"{scripts}/{name}.py")
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+show_augmentations, convert = script("show_augmentations"), script("convert_official_checkpoint")
 tiny = ["--backbone", "test_resnet", "--image_size", "32", "--max_steps", "1", "--num_workers", "0"]
 pretrain_args = [*tiny, "--dataset", data, "--output_dir", read_only + "/run"]
 linear_eval_args = ["--model", model, "--dataset", data]  # writes next to the model
@@ -116,6 +121,9 @@ runs = {  # each returns the exit code of the script
         lambda: segmentation.finetune_segmentation(segmentation.parse_args(segmentation_args))
     ),
     "show_augmentations": lambda: show_augmentations.main(["--output", read_only + "/views.png"]),
+    "convert": lambda: convert.main([checkpoint, read_only + "/converted"]),
+    "convert into an empty read-only folder": lambda: convert.main([checkpoint, empty_read_only]),
+    "convert onto a full disk": lambda: convert.main([checkpoint, small_disk + "/converted"]),
 }
 results = {}
 for name, run in runs.items():
@@ -123,19 +131,33 @@ for name, run in runs.items():
     with contextlib.redirect_stderr(stderr):
         code = run()
     results[name] = {"code": code, "stderr": stderr.getvalue()}
+results["left on the full disk"] = sorted(os.listdir(small_disk))
 print(json.dumps(results))
 """
 
 
 def test_a_read_only_output_dir_is_one_line_before_any_work(mount_namespace, tiny_model_dir, labelled_data, tmp_path):
+    """Every script with an output folder; the conversion of an official checkpoint also onto a full disk, where it
+    fails in one line (exit code 1) and keeps nothing."""
     folder = tmp_path / "read-only"
     (folder / "model").mkdir(parents=True)
     for path in tiny_model_dir.iterdir():  # linear_eval writes next to the model by default
         (folder / "model" / path.name).write_bytes(path.read_bytes())
-    arguments = [str(folder / "model"), str(labelled_data), str(folder), str(SCRIPTS)]
-    command = [sys.executable, "-c", READ_ONLY_RUNS, *arguments]
+    empty, small = tmp_path / "writable" / "empty-read-only", tmp_path / "small"
+    empty.mkdir(parents=True)
+    small.mkdir()
+    torch.save(separius_copy(*tiny_official_model()), tmp_path / "r26_quarter.pth")  # 5.7 MB of weights
+    arguments = [
+        str(folder / "model"),
+        str(labelled_data),
+        str(folder),
+        str(SCRIPTS),
+        str(tmp_path / "r26_quarter.pth"),
+    ]
+    command = [sys.executable, "-c", READ_ONLY_RUNS, *arguments, str(empty), str(small)]
+    mounts = f"{read_only(folder)} && {read_only(empty)} && {small_filesystem(small, '1m')}"
     result = subprocess.run(
-        with_mounts(command, read_only(folder)), capture_output=True, text=True, env=subprocess_env(), timeout=600
+        with_mounts(command, mounts), capture_output=True, text=True, env=subprocess_env(), timeout=600
     )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads(result.stdout.strip().splitlines()[-1])
@@ -148,7 +170,17 @@ def test_a_read_only_output_dir_is_one_line_before_any_work(mount_namespace, tin
     assert "features" not in runs["linear_eval"]["stderr"], "linear_eval computed features before failing"
     last = runs["show_augmentations"]["stderr"].strip().splitlines()[-1]
     assert runs["show_augmentations"]["code"] == 2 and last.startswith(f"error: --output {folder}/views.png: "), last
-    assert sorted(p.name for p in folder.iterdir()) == ["model"]
+    for name, output_dir in (("convert", folder / "converted"), ("convert into an empty read-only folder", empty)):
+        error = runs[name]["stderr"].strip().splitlines()
+        assert runs[name]["code"] == 2 and len(error) == 1, (name, runs[name]["stderr"][-2000:])
+        assert error[0].startswith(f"error: OUTPUT_DIR {output_dir} is not writable (Read-only file system)")
+    assert sorted(p.name for p in folder.iterdir()) == ["model"] and not list(empty.iterdir())
+    full = runs["convert onto a full disk"]
+    assert full["code"] == 1 and full["stderr"].strip().splitlines()[-1] == (
+        f"error: no space left on device while writing the converted model to {small}/converted: free some space or "
+        "choose another folder; then convert again"
+    ), full["stderr"][-2000:]
+    assert runs["left on the full disk"] == []
 
 
 FULL_DISK_RUN = """

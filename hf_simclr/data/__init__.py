@@ -9,7 +9,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         ".arguments": ["DatasetArguments", "dataset_load_kwargs"],
-        ".decode": ["Box", "decode_crops", "decode_image", "open_image", "to_rgb"],
+        ".decode": ["Box", "crop_resize", "decode_crops", "decode_image", "open_image", "to_rgb"],
         ".sources": [
             "DEFAULT_DATA_DIR",
             "DEFAULT_LABEL_COLUMN",

@@ -41,6 +41,12 @@ class DatasetArguments:
         },
     )
 
+    def __post_init__(self) -> None:
+        if self.dataset is not None:  # a mistyped local path fails now, before torch and the data libraries load
+            from ..hub.locate import check_dataset_source
+
+            check_dataset_source(str(self.dataset))
+
     def load_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`hf_simclr.data.load_image_dataset` for ``--dataset_config``."""
         return dataset_load_kwargs(self.dataset_config)

@@ -71,6 +71,19 @@ def _exif_orientation(image: Image.Image) -> int:
     return orientation if orientation in range(2, 9) else 1
 
 
+def _upright_size(image: Image.Image, orientation: int) -> tuple[int, int]:
+    width, height = image.size
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _draft(image: Image.Image, reduction: float) -> None:
+    """Make a JPEG decode at the largest of 1/2, 1/4, 1/8 scale that keeps each side at least 1/``reduction`` of its
+    size (PIL draft mode: libjpeg's DCT scaling, which never holds the full-size pixels); a no-op for other formats
+    and for ``reduction`` < 2."""
+    if reduction >= 2:
+        image.draft(None, (math.ceil(image.width / reduction), math.ceil(image.height / reduction)))
+
+
 def decode_crops(value: Any, size: int, make_boxes: Callable[[int, int], list[Box]]) -> list[torch.Tensor]:
     """Decode an image once and return one uint8 ``(3, size, size)`` tensor per crop box (HWC in memory).
 
@@ -81,20 +94,18 @@ def decode_crops(value: Any, size: int, make_boxes: Callable[[int, int], list[Bo
     """
     image = open_image(value)
     orientation = _exif_orientation(image)
-    width, height = image.size
-    upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    upright = _upright_size(image, orientation)
     boxes = make_boxes(*upright)
     reduction = min(min(w, h) for _, _, w, h in boxes) / size
     if image.format in ("JPEG", "MPO") and reduction < 2 and (pixels := _decode_jpeg(value)) is not None:
         return [_crop_tensor(pixels, box, size) for box in boxes]
-    if reduction >= 2:
-        image.draft(None, (math.ceil(width / reduction), math.ceil(height / reduction)))  # no-op unless JPEG
+    _draft(image, reduction)
     image.load()
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
     image = to_rgb(image)
     scale = (image.width / upright[0], image.height / upright[1])
-    return [_crop_image(image, box, scale, size) for box in boxes]
+    return [crop_resize(image, box, scale, size) for box in boxes]
 
 
 def _crop_tensor(pixels: torch.Tensor, box: Box, size: int) -> torch.Tensor:
@@ -104,8 +115,9 @@ def _crop_tensor(pixels: torch.Tensor, box: Box, size: int) -> torch.Tensor:
     return crop.permute(1, 2, 0).contiguous().permute(2, 0, 1)  # HWC memory: batches stack to channels_last
 
 
-def _crop_image(image: Image.Image, box: Box, scale: tuple[float, float], size: int) -> torch.Tensor:
-    """``box`` (in upright coordinates) of a decoded image that may be smaller by ``scale``, resized to ``size``."""
+def crop_resize(image: Image.Image, box: Box, scale: tuple[float, float], size: int) -> torch.Tensor:
+    """``box`` (in upright coordinates) of a decoded image that may be smaller by ``scale`` (its size over the upright
+    size), resized bicubically to ``size`` at sub-pixel precision: uint8 ``(3, size, size)``, HWC in memory."""
     (x, y, w, h), (sx, sy) = box, scale
     region = (x * sx, y * sy, (x + w) * sx, (y + h) * sy)
     return _to_tensor(image.resize((size, size), Image.Resampling.BICUBIC, box=region, reducing_gap=3.0))
@@ -132,8 +144,17 @@ def _to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
 
 
-def decode_image(value: Any) -> Image.Image:
-    """Fully decode one sample to an upright RGB PIL image (raises on unreadable data)."""
+def decode_image(value: Any, max_reduction: Callable[[int, int], float] | None = None) -> Image.Image:
+    """Decode one sample to an upright RGB PIL image (raises on unreadable data).
+
+    ``max_reduction(width, height)`` gets the upright size before any pixel is decoded and returns by how much each
+    side of the decoded image may be smaller (e.g. the short side over the short side a resize will produce); a JPEG
+    that may be halved or more is decoded at reduced scale (see ``_draft``). Without it, or below 2, every pixel is
+    decoded as stored.
+    """
     image = open_image(value)
+    orientation = _exif_orientation(image)
+    if max_reduction is not None:
+        _draft(image, max_reduction(*_upright_size(image, orientation)))
     image.load()
-    return to_rgb(ImageOps.exif_transpose(image) if _exif_orientation(image) != 1 else image)
+    return to_rgb(ImageOps.exif_transpose(image) if orientation != 1 else image)

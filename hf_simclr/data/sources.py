@@ -122,7 +122,7 @@ def check_images(dataset: AnyDataset, image_column: str = "image", num_samples: 
     failures = 0
     for value in values:
         try:
-            decode_image(value)
+            decode_image(value, lambda width, height: min(width, height))  # readable is enough: a JPEG at 1/8 scale
         except Exception:
             failures += 1
     if values and 2 * failures > len(values):

@@ -41,6 +41,7 @@ class LinearEvalArguments(DatasetArguments):
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("batch_size", "epochs", "max_plot_points"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -109,6 +110,7 @@ class FinetuneArguments(DatasetArguments):
     seed: int = field(default=0, metadata={"help": "seed of the label sample, the classifier and the augmentation"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 < self.label_fraction <= 1:
             raise UsageError(f"--label_fraction must be in (0, 1], e.g. 0.01, 0.1 or 1.0; got {self.label_fraction}")
         if self.epochs is None:

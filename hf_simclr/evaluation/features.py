@@ -6,6 +6,7 @@ DataLoader, in eval mode and without gradients.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -22,22 +23,57 @@ from ..modeling_simclr import build_image_processor
 logger = logging.getLogger(__name__)
 
 
+# the sides a transformers image processor's `size` may fix; min_pixels / max_pixels fix an area instead
+_SIDE_KEYS = ("shortest_edge", "longest_edge", "height", "width", "max_height", "max_width")
+
+
+def resize_target_side(image_processor: Any) -> int | None:
+    """The short side an image must keep for ``image_processor`` to see at least the pixels its resize produces: the
+    largest side its resize can produce (its ``size`` over its ``crop_pct``, where it has one), or None where it does
+    not resize or resizes in a way not read here (images are then decoded whole)."""
+    data_config = getattr(image_processor, "data_config", None)  # transformers' TimmWrapperImageProcessor
+    if isinstance(data_config, dict) and data_config.get("input_size"):
+        return math.ceil(max(data_config["input_size"][-2:]) / (data_config.get("crop_pct") or 1.0))
+    if not getattr(image_processor, "do_resize", False):
+        return None
+    size = getattr(image_processor, "size", None)
+    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+    if isinstance(size, int):
+        sides = [size]
+    elif size is None or get("min_pixels") or get("max_pixels"):
+        return None
+    else:
+        sides = [side for side in map(get, _SIDE_KEYS) if isinstance(side, int) and side > 0]
+    if not sides:
+        return None
+    # ConvNextImageProcessor resizes the short side to shortest_edge / crop_pct before its centre crop
+    return math.ceil(max(sides) / (getattr(image_processor, "crop_pct", None) or 1.0))
+
+
 class ImageProcessorCollate:
     """DataLoader ``collate_fn`` for dataset rows: decode to RGB, apply a transformers image processor.
 
-    Unreadable images are dropped with a warning rather than stopping an evaluation of thousands of images.
+    A JPEG whose short side is at least twice what the processor's resize keeps (:func:`resize_target_side`) is
+    decoded at 1/2, 1/4 or 1/8 scale, never below that side: a large photo costs the memory of the image the
+    processor makes, not of its full resolution. Smaller images are decoded whole and preprocessed exactly as the
+    processor alone would. Unreadable images are dropped with a warning rather than stopping an evaluation of
+    thousands of images.
     """
 
     def __init__(self, image_processor: Any, image_column: str = "image", label_column: str | None = "label"):
         self.image_processor = image_processor
         self.image_column = image_column
         self.label_column = label_column
+        self.target_side = resize_target_side(image_processor)
+
+    def _max_reduction(self, width: int, height: int) -> float:
+        return min(width, height) / self.target_side if self.target_side else 1.0
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         images, labels = [], []
         for row in rows:
             try:
-                images.append(decode_image(row[self.image_column]))
+                images.append(decode_image(row[self.image_column], self._max_reduction))
             except Exception as error:
                 logger.warning("skipping an unreadable image (%s: %s)", type(error).__name__, error)
                 continue
@@ -195,4 +231,10 @@ def extract_features(
     return torch.cat(features), torch.cat(labels)
 
 
-__all__ = ["ImageProcessorCollate", "default_image_processor", "extract_features", "pooled_features"]
+__all__ = [
+    "ImageProcessorCollate",
+    "default_image_processor",
+    "extract_features",
+    "pooled_features",
+    "resize_target_side",
+]

@@ -25,7 +25,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForImageClassification
 
-from ..data import decode_image, read_or_replace
+from ..data import crop_resize, decode_image, read_or_replace
 from ..errors import UsageError
 from ..hub.card import update_model_card
 from ..hub.export import build_image_processor, save_model
@@ -43,8 +43,11 @@ from .linear_probe import class_balanced_split
 class CropFlipDataset(Dataset):
     """Training rows of fine-tuning: decode, random resized crop, horizontal flip, normalise; and the label.
 
-    An unreadable image is replaced by another row drawn from ``seed`` (as in pretraining), so batches keep their
-    size; ``num_failed`` counts the replacements.
+    The crop is drawn from the image's size before its pixels are decoded, so a JPEG whose crop keeps at least twice
+    ``size`` pixels per side is decoded at 1/2, 1/4 or 1/8 scale (never below ``size``) and the crop taken from that;
+    any other image is decoded whole and transformed exactly as torchvision's ``RandomResizedCrop`` alone would. An
+    unreadable image is replaced by another row drawn from ``seed`` (as in pretraining), so batches keep their size;
+    ``num_failed`` counts the replacements.
     """
 
     def __init__(
@@ -59,25 +62,39 @@ class CropFlipDataset(Dataset):
         seed: int,
     ) -> None:
         self.rows, self.image_column, self.label_column, self.seed = rows, image_column, label_column, seed
-        self.transform = v2.Compose(
-            [
-                v2.PILToTensor(),
-                v2.RandomResizedCrop(
-                    size, scale=(min_scale, 1.0), interpolation=v2.InterpolationMode.BICUBIC, antialias=True
-                ),
-                v2.RandomHorizontalFlip(),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(mean, std),
-            ]
+        self.size = size
+        self.crop = v2.RandomResizedCrop(
+            size, scale=(min_scale, 1.0), interpolation=v2.InterpolationMode.BICUBIC, antialias=True
+        )
+        self.flip_normalise = v2.Compose(
+            [v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
         )
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def crop_flip(self, value: Any) -> torch.Tensor:
+        """One image's random crop, flip and normalisation (torch's RNG draws the crop, then the flip)."""
+        drawn: dict[str, Any] = {}
+
+        def max_reduction(width: int, height: int) -> float:
+            # a (0, H, W) tensor has the image's size and no pixels: the crop is drawn as RandomResizedCrop draws it
+            drawn.update(self.crop.make_params([torch.empty(0, height, width)]), size=(width, height))
+            return min(drawn["height"], drawn["width"]) / self.size
+
+        image = decode_image(value, max_reduction)
+        (width, height), crop = drawn.pop("size"), drawn
+        if image.size == (width, height):
+            pixels = self.crop.transform(v2.functional.pil_to_tensor(image), crop)  # as RandomResizedCrop alone
+        else:  # decoded at reduced scale: the same crop in that image's pixels, at sub-pixel precision
+            box = (crop["left"], crop["top"], crop["width"], crop["height"])
+            pixels = crop_resize(image, box, (image.width / width, image.height / height), self.size)
+        return self.flip_normalise(pixels)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         def crop_flip(sample: int) -> tuple[torch.Tensor, int]:
             row = self.rows[sample]
-            return self.transform(decode_image(row[self.image_column])), int(row[self.label_column])
+            return self.crop_flip(row[self.image_column]), int(row[self.label_column])
 
         (pixels, label), failed = read_or_replace(crop_flip, index, len(self.rows), f"{self.seed}-{index}")
         return {"pixel_values": pixels, "labels": label, "num_failed": failed}

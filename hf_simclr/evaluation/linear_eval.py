@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
+from ..configuration_simclr import check_image_processor_config
 from ..data import DatasetArguments, find_held_out_split, load_labelled_split
 from ..errors import UsageError
 from ..hub.card import update_model_card
@@ -26,6 +27,7 @@ from .arguments import parse_linear_eval_args as parse_args
 from .features import extract_features
 from .knn import knn_accuracy
 from .linear_probe import linear_probe
+from .neighbours import NEIGHBOURS_IMAGE, draw_neighbour_grid
 from .plots import missing_plot_packages, split_label
 
 
@@ -68,6 +70,10 @@ def load_encoder(model_id: str, random_init: bool = False, seed: int = 0) -> tup
                 "AutoImageProcessor.save_pretrained next to the model"
             ) from error
         processor = build_image_processor(model.config)
+    try:  # any model's processor, not only a SimCLR one's: a size of 16000 px would allocate gigabytes per image
+        check_image_processor_config(processor.to_dict(), f"--model {model_id}: its image processor")
+    except ValueError as error:
+        raise UsageError(str(error)) from error
     return model.eval(), processor
 
 
@@ -150,15 +156,22 @@ def _linear_eval(args: LinearEvalArguments) -> dict[str, Any]:
         "linear_probe": {k: v for k, v in probe.items() if not k.startswith("linear_")},
         "linear_probe_epochs": args.epochs,
     }
+    if len(train_x) == len(train_ds) and len(test_x) == len(test_ds):  # rows and features align: none was unreadable
+        where = split_label(dataset_names(args.dataset)[0], split)
+        title = f"Held-out images ({where}) and their nearest training images"
+        train, held_out = (train_ds, train_x, train_y), (test_ds, test_x, test_y)
+        grid = Path(args.output_dir) / NEIGHBOURS_IMAGE
+        grid.parent.mkdir(parents=True, exist_ok=True)
+        draw_neighbour_grid(train, held_out, class_names, args.image_column, grid, title=title)
     write_results(args, split, metrics, details)
-    written = "results and card"
+    written = "results, neighbours and card"
     if args.no_plots:
         pass
     elif missing := missing_plot_packages():  # the plots are optional: the numbers do not need them
         print(f"no plots: pip install 'hf-simclr[plots]' ({', '.join(missing)}) to draw them, or pass --no_plots")
     else:
         draw_plots(args, split, test_x, test_y, class_names)
-        written = "results, card and plots"
+        written = "results, neighbours, card and plots"
     print(f"{written} in {args.output_dir}")
     return metrics
 

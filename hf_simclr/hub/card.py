@@ -41,6 +41,10 @@ KNN_MONITOR = "kNN monitor of pretraining: weighted kNN (cosine, temperature 0.0
 LINEAR_EVAL = "`scripts/linear_eval.py`: weighted kNN and a linear classifier trained on the frozen features *h*"
 SEGMENTATION_TASK = "image-segmentation", "Semantic segmentation (UperNet on the encoder, fine-tuned end to end)"
 METRIC_TYPES = {"mean_iou": "mean_iou"}  # model-index metric ids other than "accuracy"
+NEIGHBOURS_NOTE = (
+    "What the features find: held-out images (left) and their nearest training images by cosine similarity of *h*, "
+    "those of another class framed in red"
+)
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
@@ -227,7 +231,10 @@ def folder_results(folder: str | Path, run: Mapping[str, Any] | None = None) -> 
             name, dataset_id = records.dataset_names(_read_json(Path(folder) / records.TRAINING_ARGS).get("dataset"))
         groups.append((_rows_from_metrics(knn, TASK_NAME, name, dataset_id, run.get("eval_split")), KNN_MONITOR))
     groups += [_entry_rows(entry) for entry in records.read_eval_results(folder)]
-    return merge_rows(groups)
+    rows, notes = merge_rows(groups)
+    if rows and (Path(folder) / records.NEIGHBOURS_IMAGE).is_file():  # written by scripts/linear_eval.py
+        notes.append(f"{NEIGHBOURS_NOTE}\n\n  ![nearest neighbours]({records.NEIGHBOURS_IMAGE})")
+    return rows, notes
 
 
 def knn_results(results: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ retries when the Hub cannot be reached). A Hub that cannot be reached ends the r
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,27 @@ def check_local_or_hub(value: str, flag: str) -> None:
         if shadowed:
             fix = f"for the Hub repository {value}, run from a folder without a {parts[0]!r} folder"
         raise UsageError(f"{flag} {value}: no such file or folder{where}; {fix}")
+
+
+# how hf_simclr.data.sources reads a --dataset that is no folder: a wildcard pattern or a data file of these kinds
+_WILDCARDS = frozenset("*?[")
+_DATA_FILE_SUFFIXES = (".parquet", ".arrow")
+
+
+def check_dataset_source(value: str, flag: str = "--dataset") -> None:
+    """Raise :class:`UsageError` if ``value`` names files or a folder of this machine that are not there: a pattern
+    that matches no file, a missing ``.parquet`` / ``.arrow`` file, or a path as :func:`check_local_or_hub` reads
+    it. Needs neither torch nor the data libraries, so a script refuses a mistyped path at once."""
+    path = os.path.expanduser(value)
+    if _WILDCARDS & set(value):
+        if not glob.glob(path, recursive=True):
+            where = "" if os.path.isabs(path) else f" (relative to {Path.cwd()})"
+            raise UsageError(f"{flag} {value}: no file matches this pattern{where}; check the folder and the pattern")
+        return
+    if value.lower().endswith(_DATA_FILE_SUFFIXES) and not os.path.exists(path):
+        where = "" if os.path.isabs(path) else f" (relative to {Path.cwd()})"
+        raise UsageError(f"{flag} {value}: no such file{where}; pass an existing file, folder or a Hub dataset id")
+    check_local_or_hub(value, flag)
 
 
 def is_hub_unreachable(error: BaseException) -> bool:
@@ -84,4 +106,4 @@ def reaching_the_hub(what: str) -> Iterator[None]:
         ) from error
 
 
-__all__ = ["check_local_or_hub", "is_hub_unreachable", "reaching_the_hub"]
+__all__ = ["check_dataset_source", "check_local_or_hub", "is_hub_unreachable", "reaching_the_hub"]

@@ -15,6 +15,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HFValidationError
@@ -25,6 +26,7 @@ from ..errors import HubPushError, InvalidModelFolderError, UsageError
 from . import records
 from .card import model_card_for_repo, timm_model_card
 from .output_lock import LOCK_FILE
+from .saved_weights import check_saved_weights
 
 __all__ = [
     "HubPushError",
@@ -54,10 +56,12 @@ IGNORE_PATTERNS = [
     "*.pyc",
     "__pycache__/",
     ".saving-*/",
+    ".converting-*/",  # the scratch folder of an interrupted official-checkpoint conversion
     f"{records.CHECKPOINTS}/",
     "timm/",
     LOCK_FILE,  # left by a run that was killed
     ".*.partial",  # a JSON record being written when a run was killed (hf_simclr.hub.records.write_json)
+    ".shards/",  # the shards of an embedding in progress (hf_simclr.search.embed)
 ]
 WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
 
@@ -98,7 +102,9 @@ def _safetensors_problem(path: Path) -> str | None:
 
 
 def validate_model_folder(folder: str | Path, *, kind: str = "simclr") -> Path:
-    """Check that `folder` holds a saved model of `kind` ("simclr" or "timm") before anything is uploaded.
+    """Check that `folder` holds a saved model of `kind` ("simclr" or "timm") before anything is uploaded: a config
+    that validates, complete safetensors files of finite floating-point weights and, for "simclr", exactly the
+    weights its config describes.
 
     Raises:
         InvalidModelFolderError: with one line naming the problem and how to fix it.
@@ -145,6 +151,11 @@ def validate_model_folder(folder: str | Path, *, kind: str = "simclr") -> Path:
     problems = [p for p in (_safetensors_problem(folder / shard) for shard in shards) if p]
     if problems:  # never upload weights that would load as garbage, or not at all
         raise InvalidModelFolderError(f"{folder}: {'; '.join(problems)}: save the model again or {fix}")
+    try:
+        check_saved_weights([folder / shard for shard in shards], config, kind)
+    except (ValueError, TypeError) as err:
+        reason = " ".join(str(err).split())
+        raise InvalidModelFolderError(f"{folder}: {reason}: save the model again or {fix}") from None
     return folder
 
 
@@ -180,17 +191,20 @@ def _upload(
     token: str | None,
     retry: str,
     replaced: Mapping[str, bytes],
+    repo_type: str = "model",
+    **create_kwargs: Any,
 ) -> str:
     api = HfApi(token=token)
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, **create_kwargs)
         if revision and revision != "main":  # the Hub commits only to existing branches
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type=repo_type)
         info = api.create_commit(
             repo_id=repo_id,
             operations=_operations(folder, replaced),
             revision=revision,
             commit_message=commit_message,
+            repo_type=repo_type,
         )
     except Exception as err:  # any failure (HTTP, network, disk) gets the same retry advice
         status = getattr(getattr(err, "response", None), "status_code", None)
@@ -289,6 +303,15 @@ class PushArguments:
     )
     timm_dir: str | None = field(default=None, metadata={"help": "folder of the timm-native export (with --timm_repo)"})
     commit_message: str = field(default="Upload SimCLR model", metadata={"help": "message of the commit"})
+    space: str | None = field(
+        default=None,
+        metadata={
+            "help": "also create or update a Gradio Space (org/name-demo) that searches --space_index with the model"
+        },
+    )
+    space_index: str | None = field(
+        default=None, metadata={"help": "Hub dataset id of the embedded dataset the Space searches (with --space)"}
+    )
 
 
 def parse_push_args(
@@ -311,7 +334,12 @@ def push_run(output_dir: str | Path, repo_id: str, args: PushArguments) -> list[
     """
     if bool(args.timm_repo) != bool(args.timm_dir):
         raise UsageError("--timm_repo and --timm_dir go together: pass both, or neither")
-    for repo in filter(None, (repo_id, args.timm_repo)):
+    if bool(args.space) != bool(args.space_index):
+        raise UsageError(
+            "--space and --space_index go together: pass the Space and the embedded dataset it searches "
+            "(scripts/embed_dataset.py --push_to_hub org/name)"
+        )
+    for repo in filter(None, (repo_id, args.timm_repo, args.space, args.space_index)):
         check_repo_id(repo)
     validate_model_folder(output_dir, kind="simclr")
     if args.timm_dir:
@@ -329,4 +357,8 @@ def push_run(output_dir: str | Path, repo_id: str, args: PushArguments) -> list[
     urls = [push_folder_to_hub(output_dir, repo_id, commit_message=message, timm_repo=args.timm_repo, **common)]
     if args.timm_repo:
         urls.append(push_timm_folder_to_hub(args.timm_dir, args.timm_repo, model_repo=repo_id, **common))
+    if args.space:
+        from ..demo.space import push_space
+
+        urls.append(push_space(args.space, repo_id, args.space_index, private=args.private))
     return urls

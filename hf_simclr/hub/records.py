@@ -62,6 +62,7 @@ RESULTS = "results.json"
 EVAL_RESULTS = "eval_results.json"
 CHECKPOINTS = "checkpoints"
 MODEL_CARD = "README.md"
+NEIGHBOURS_IMAGE = "nearest_neighbours.png"  # held-out images and their nearest training images (linear_eval.py)
 
 RANDOM_INIT_SUFFIX = "_random_init"
 # The metric keys hf_simclr reports and the names shown for them on model cards; other keys are shown as given.

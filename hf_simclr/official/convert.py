@@ -18,8 +18,10 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from ..configuration_simclr import SimCLRConfig
-from ..errors import CheckpointError, UsageError
+from ..errors import CheckpointError, RunFailure, UsageError
 from ..hub.export import save_model
+from ..hub.output_lock import OutputDirLock
+from ..hub.records import writing
 from ..modeling_simclr import SimCLRForImageClassification, SimCLRModel
 from .architecture import OfficialArchitecture
 from .card import build_official_card
@@ -95,6 +97,11 @@ def _complete_state_dict(model: torch.nn.Module, tensors: dict[str, torch.Tensor
         if tuple(tensor.shape) != tuple(reference.shape):
             raise CheckpointError(
                 f"{key} has shape {tuple(tensor.shape)} in the source, the network needs {tuple(reference.shape)}"
+            )
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(
+                f"the source tensor for {key} holds NaN or infinite values, so every output would be NaN: convert a "
+                "checkpoint saved before the training diverged"
             )
         state[key] = tensor.to(reference.dtype).contiguous()
     unused = sorted(k for k in tensors if prefix_filter(k) and k not in expected)
@@ -172,23 +179,49 @@ def convert_official_checkpoint(
     """
     output_dir = Path(output_dir)
     _prepare_output(output_dir, overwrite)
-    weights = read_source(source)
-    architecture = weights.architecture
-    variant = recognise_variant(weights.description) or recognise_variant(source)
-    _check_variant(variant, architecture, source)
-    kept = _classifier_position(architecture, classifier_projection_layers, variant)
-    config = architecture.config(classifier_projection_layers=kept)
-    model, state = _build(config, weights.tensors)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}-converting-"))
+    # before the source is read: the folder must be writable (this also creates it) and not in use
+    with OutputDirLock(output_dir, flag="OUTPUT_DIR"):
+        weights = read_source(source)
+        architecture = weights.architecture
+        variant = recognise_variant(weights.description) or recognise_variant(source)
+        _check_variant(variant, architecture, source)
+        kept = _classifier_position(architecture, classifier_projection_layers, variant)
+        config = architecture.config(classifier_projection_layers=kept)
+        model, state = _build(config, weights.tensors)
+        _write(output_dir, model, state, weights, variant, repo_id)
+    return ConversionResult(output_dir, config, weights, variant)
+
+
+def _write(
+    output_dir: Path,
+    model: SimCLRModel,
+    state: dict[str, torch.Tensor],
+    weights: SourceWeights,
+    variant: Variant | None,
+    repo_id: str | None,
+) -> None:
+    """Save, reload and compare in a scratch folder inside ``output_dir`` (same filesystem, so the files then move
+    into place by renaming); a write that fails (a full disk, an I/O error) is one line and leaves no scratch."""
+    scratch = Path(tempfile.mkdtemp(dir=output_dir, prefix=".converting-"))
     try:
-        save_model(model, scratch, state_dict=state)
-        verified = weights.verified + _verify_saved(scratch, state, "classifier.weight" in state) + [TESTED_CLAIM]
-        card = build_official_card(repo_id or str(output_dir), config, weights, variant, verified)
-        card.save(scratch / "README.md")
-        output_dir.mkdir(exist_ok=True)
-        for path in scratch.iterdir():
-            path.replace(output_dir / path.name)
+        with writing(output_dir, "the converted model", then="then convert again"):  # a full disk: one line
+            try:
+                save_model(model, scratch, state_dict=state)
+                checks = _verify_saved(scratch, state, "classifier.weight" in state)
+                card = build_official_card(
+                    repo_id or str(output_dir),
+                    model.config,
+                    weights,
+                    variant,
+                    weights.verified + checks + [TESTED_CLAIM],
+                )
+                card.save(scratch / "README.md")
+                for path in scratch.iterdir():
+                    path.replace(output_dir / path.name)
+            except OSError as error:  # any other failure to write
+                raise RunFailure(
+                    f"writing the converted model to {output_dir} failed ({error.strerror or error}): choose another "
+                    "OUTPUT_DIR, then convert again"
+                ) from error
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return ConversionResult(output_dir, config, weights, variant)

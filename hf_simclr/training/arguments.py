@@ -330,8 +330,8 @@ def check_backbone_builds(backbone: str, backbone_kwargs: dict[str, Any]) -> Non
     try:
         with torch.device("meta"):
             timm.create_model(backbone, pretrained=False, num_classes=0, **backbone_kwargs)
-    except (TypeError, ValueError, KeyError) as error:
-        message = " ".join(str(error).split())
+    except (TypeError, ValueError, KeyError, AssertionError) as error:  # timm checks some arguments by assert
+        message = " ".join(str(error).split()) or "timm refused them"
         raise UsageError(
             f"--backbone {backbone} does not build with --backbone_kwargs {json.dumps(backbone_kwargs)}: {message}"
         ) from error

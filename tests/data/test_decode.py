@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import torchvision.transforms.v2.functional as TF
-from helpers import exif_rotated_jpeg, make_messy_folder, noise_jpeg
+from helpers import exif_rotated_jpeg, jpeg_bytes, make_messy_folder, noise_jpeg
 from PIL import Image, JpegImagePlugin
 
 from hf_simclr.data import decode_crops, decode_image
@@ -68,3 +68,39 @@ def test_crops_are_resized_bicubically_on_both_decode_paths():
     bilinear = TF.resize(pixels, [32, 32], TF.InterpolationMode.BILINEAR, antialias=True)
     assert (through_tensor.int() - bicubic.int()).abs().max() <= 1  # PIL and libjpeg-turbo may round apart
     assert (through_tensor.int() - bilinear.int()).abs().max() > 8
+
+
+def test_decode_image_reduces_a_jpeg_only_as_far_as_asked():
+    data = noise_jpeg(1600, 1200)
+    seen = []
+
+    def short_side_at_least(side: int):
+        def max_reduction(width: int, height: int) -> float:
+            seen.append((width, height))
+            return min(width, height) / side
+
+        return max_reduction
+
+    assert decode_image({"bytes": data}).size == (1600, 1200)
+    assert decode_image({"bytes": data}, short_side_at_least(100)).size == (200, 150)  # 1/8
+    assert decode_image({"bytes": data}, short_side_at_least(400)).size == (800, 600)  # 1/2: 1/4 would leave 300
+    assert seen == [(1600, 1200)] * 2  # the size before decoding
+    # below a halving nothing changes: the same pixels as a plain decode
+    same = decode_image({"bytes": data}, short_side_at_least(700))
+    assert np.array_equal(np.asarray(same), np.asarray(decode_image({"bytes": data})))
+    # the reduced image is the full one at lower resolution
+    reference = decode_image({"bytes": data}).resize((200, 150), Image.Resampling.BOX)
+    reduced = decode_image({"bytes": data}, short_side_at_least(100))
+    assert np.abs(np.asarray(reduced, dtype=float) - np.asarray(reference, dtype=float)).mean() < 4.0
+
+
+def test_decode_image_reduces_an_exif_rotated_jpeg_by_its_upright_size():
+    image = Image.new("RGB", (1200, 600), (255, 0, 0))
+    image.paste((0, 0, 255), (600, 0, 1200, 600))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise: upright 600 x 1200
+    data = jpeg_bytes(image, exif=exif.tobytes(), quality=95)
+    seen = []
+    upright = decode_image({"bytes": data}, lambda w, h: seen.append((w, h)) or min(w, h) / 150)
+    assert seen == [(600, 1200)] and upright.size == (150, 300)
+    assert upright.getpixel((75, 20))[0] > 200 and upright.getpixel((75, 280))[2] > 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from helpers import SCRIPTS, jpeg_bytes, subprocess_env, tiny_config, write_labelled_subset
+from helpers import SCRIPTS, jpeg_bytes, noise_jpeg, subprocess_env, tiny_config, write_labelled_subset
 from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
@@ -178,3 +179,47 @@ def test_batch_norm_is_synchronised_only_across_several_gpus():
         return any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
 
     assert synced(2, "cuda") and not synced(1, "cuda") and not synced(2, "cpu")
+
+
+def test_training_crops_of_small_images_are_torchvisions_and_large_jpegs_are_decoded_reduced(monkeypatch):
+    from PIL import JpegImagePlugin
+    from torchvision.transforms import v2
+
+    from hf_simclr.data import decode_image
+    from hf_simclr.evaluation.finetune import CropFlipDataset
+
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    crops = CropFlipDataset([], 32, 0.08, mean, std, "image", "label", seed=0)
+    torchvision_alone = v2.Compose(
+        [
+            v2.PILToTensor(),
+            v2.RandomResizedCrop(32, scale=(0.08, 1.0), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std),
+        ]
+    )
+    rng = torch.Generator().manual_seed(0)
+    png = io.BytesIO()
+    Image.fromarray(torch.randint(0, 256, (40, 56, 3), generator=rng, dtype=torch.uint8).numpy()).save(png, "PNG")
+    small = [png.getvalue(), noise_jpeg(60, 48)]
+    large = noise_jpeg(1600, 1200)
+    decoded_sizes = []
+    jpeg_load = JpegImagePlugin.JpegImageFile.load
+    monkeypatch.setattr(
+        JpegImagePlugin.JpegImageFile, "load", lambda self: decoded_sizes.append(self.size) or jpeg_load(self)
+    )
+    for seed in range(8):
+        for data in small:  # bitwise torchvision's transform of the whole image
+            torch.manual_seed(seed)
+            expected = torchvision_alone(decode_image({"bytes": data}))
+            torch.manual_seed(seed)
+            assert torch.equal(crops.crop_flip({"bytes": data}), expected)
+        torch.manual_seed(seed)
+        expected = torchvision_alone(decode_image({"bytes": large}))
+        torch.manual_seed(seed)
+        crop = crops.crop_flip({"bytes": large})  # the same crop and flip, from a decode at 1/2 to 1/8 scale
+        levels = (crop - expected).abs() * torch.tensor(std).view(3, 1, 1) * 255
+        assert crop.shape == (3, 32, 32) and levels.mean() < 8
+    reduced = [size for size in decoded_sizes if size[0] < 1600 and size[1] < 1200]
+    assert len(reduced) >= 4, decoded_sizes  # most crops of a 1200 px image keep 64 px or more: decoded reduced

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 from helpers import SCRIPTS, subprocess_env, write_labelled_subset, write_string_label_splits
 from huggingface_hub import ModelCard
-from transformers import AutoImageProcessor, AutoModel, ResNetConfig, ResNetForImageClassification
+from PIL import Image
+from transformers import (
+    AutoImageProcessor,
+    AutoModel,
+    BitImageProcessor,
+    ResNetConfig,
+    ResNetForImageClassification,
+)
 
 from hf_simclr.cli import run_cli
 from hf_simclr.data import DatasetArguments, load_default_splits
@@ -46,9 +53,12 @@ def test_linear_eval_cli_end_to_end(tiny_model_dir, small_data, tmp_path):
     assert set(metrics) == {"knn_top1_k20", "knn_top1_k200", "linear_top1", "linear_top5"}
     assert all(0.0 <= v <= 1.0 for v in metrics.values()) and entries[0]["details"]["num_train"] == 60
     assert (model_dir / "tsne.png").is_file() and (model_dir / "training_curves.png").is_file()
+    # held-out images with their nearest training images, shown on the card (wrong classes framed)
+    assert Image.open(model_dir / "nearest_neighbours.png").size[0] > 8 * 112
     card = ModelCard.load(model_dir / "README.md")
     for metric in ("kNN top-1 accuracy (k=200)", "Linear probe top-5 accuracy"):
         assert f"| {small_data.name} | test | {metric} |" in card.text
+    assert "![nearest neighbours](nearest_neighbours.png)" in card.text
     assert card.data.eval_results is None  # local data has no Hub id for the model-index
     # the folder still loads as a model, and the card of a second run keeps one entry per metric
     assert AutoModel.from_pretrained(model_dir) is not None and AutoImageProcessor.from_pretrained(model_dir)
@@ -149,6 +159,20 @@ def test_a_config_that_does_not_match_the_weights_is_refused(tiny_model_dir, sma
     assert type(model).__name__ == "ResNetModel"
 
 
+def test_any_models_oversized_image_processor_is_refused_before_evaluating(small_data, tmp_path, capsys):
+    # not a SimCLR model, whose loading refuses it already: a transformers ResNet with a 16000 px resize
+    folder = tmp_path / "resnet"
+    ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1])).save_pretrained(folder)
+    BitImageProcessor(size={"shortest_edge": 16000}, crop_size={"height": 224, "width": 224}).save_pretrained(folder)
+    argv = ["--model", str(folder), "--dataset", str(small_data), "--output_dir", str(tmp_path / "out"), "--no_plots"]
+    assert run_cli(lambda: linear_eval(parse_args(argv))) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == (
+        f"error: --model {folder}: its image processor: size.shortest_edge must be at most 4096 pixels "
+        "(MAX_IMAGE_SIZE 4096 per side), got 16000; save the image processor again with a real size"
+    )
+
+
 @pytest.mark.slow
 def test_evaluation_runs_without_the_plotting_packages(monkeypatch, tiny_model_dir, small_data, tmp_path, capsys):
     for package in ("matplotlib", "sklearn"):  # as after `pip install -e .`, without the `plots` extra
@@ -167,7 +191,7 @@ def test_a_mistyped_model_folder_fails_at_once(typo, tmp_path, monkeypatch, caps
     (tmp_path / "outputs" / "simclr").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     # before any data or model is loaded, and without asking the Hub for a repository of that name
-    assert run_cli(lambda: linear_eval(parse_args(["--model", typo, "--dataset", "/no/such/data"]))) == 2
+    assert run_cli(lambda: linear_eval(parse_args(["--model", typo, "--dataset", str(tmp_path)]))) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: --model {typo}: no such file or folder") and error.count("\n") == 0
     assert not (tmp_path / "linear_eval").exists()

@@ -4,22 +4,33 @@ upload that keeps every file, and bad input refused before anything is uploaded.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_push_cli
+import torch
+from helpers import SCRIPTS, run_push_cli
 from hub_server import HubClient
+
+from hf_simclr import SimCLRConfig, SimCLRModel
+from hf_simclr.hub.export import save_model
 
 
 def _fake_model(folder: Path, model_type: str = "simclr") -> Path:
-    """The files push_folder_to_hub checks (config.json, complete safetensors), without building a model."""
+    """The files push_folder_to_hub checks: a tiny SimCLR model saved as a run saves it, or for another model_type
+    ("" for timm) its config.json next to a complete safetensors file."""
     from safetensors.numpy import save_file
 
-    folder.mkdir(parents=True)
-    config = {"model_type": model_type} if model_type else {"architecture": "resnet18", "model_args": {}}  # "": timm
-    (folder / "config.json").write_text(json.dumps(config))
-    save_file({"w": np.arange(4096, dtype=np.float32)}, folder / "model.safetensors")
+    if model_type == "simclr":
+        torch.manual_seed(0)
+        config = SimCLRConfig(backbone="test_resnet", image_size=32, projection_hidden_dim=16, projection_dim=8)
+        save_model(SimCLRModel(config).eval(), folder)
+    else:
+        folder.mkdir(parents=True)
+        config = {"model_type": model_type} if model_type else {"architecture": "resnet18", "model_args": {}}
+        (folder / "config.json").write_text(json.dumps(config))
+        save_file({"w": np.arange(4096, dtype=np.float32)}, folder / "model.safetensors")
     (folder / "README.md").write_text("---\nlicense: apache-2.0\ntags: [simclr]\n---\n# card\n")
     (folder / "optimizer.bin").write_bytes(b"\x80\x04pickled state")  # never pushed: pickles stay local
     return folder
@@ -57,7 +68,8 @@ def test_push_folder_to_hub_one_commit_no_op_repush_branch_and_failure(hub_clien
     )
     assert out["again"] == out["first"] and out["first"].startswith(hub_client.server.url + "/org/pushed/commit/")
     assert out["dev"] == out["first"]  # a new branch at main's head: same content, no commit
-    assert out["files"] == [".gitattributes", "README.md", "config.json", "model.safetensors"]
+    saved = ["config.json", "configuration_simclr.py", "loss.py", "model.safetensors", "modeling_simclr.py"]
+    assert out["files"] == [".gitattributes", "README.md", *saved, "preprocessor_config.json", "selective_kernel.py"]
     assert out["timm_files"] == [".gitattributes", "README.md", "config.json", "model.safetensors"]
     assert out["commits"] == ["Upload SimCLR model", "initial commit"]
     assert out["private"] is True and out["card_tags"] == ["simclr"]
@@ -88,3 +100,60 @@ def test_push_cli_rejects_bad_input_with_one_line(
     for expected, argv in cases.items():
         code, err = run_push_cli(argv, capsys, monkeypatch)
         assert code == 2 and expected in err and err.count("\n") == 1, (argv, err)
+
+
+def _damaged(good: Path, folder: Path, change) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(good, folder)
+    tensors = load_file(folder / "model.safetensors")
+    config = json.loads((folder / "config.json").read_text())
+    change(tensors, config)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _set(tensors: dict, key: str, value) -> None:
+    tensors[key] = value
+
+
+WEIGHT_DAMAGES = {
+    "nan": (
+        lambda t, c: t["encoder.conv1.0.weight"].view(-1)[0].fill_(float("nan")),
+        "the weight encoder.conv1.0.weight holds NaN or infinite values",
+    ),
+    "int8": (
+        lambda t, c: _set(t, "encoder.conv1.0.weight", t["encoder.conv1.0.weight"].to(torch.int8)),
+        "the weight encoder.conv1.0.weight is stored as I8",
+    ),
+    "shape": (lambda t, c: c.update(projection_dim=16), "the SimCLRModel config.json describes (16, 16)"),
+    "missing": (lambda t, c: t.pop("projection_head.0.weight"), "the weights lack 1 tensors of the SimCLRModel"),
+    "extra": (lambda t, c: _set(t, "encoder.extra", torch.zeros(2)), "1 weights are not part of the SimCLRModel"),
+}
+
+
+@pytest.mark.hub
+def test_push_refuses_broken_or_mismatched_weights_before_creating_a_repo(hub_client: HubClient, tmp_path: Path):
+    good = _fake_model(tmp_path / "good")
+    folders = {name: str(_damaged(good, tmp_path / name, change)) for name, (change, _) in WEIGHT_DAMAGES.items()}
+    out = hub_client.run_json(
+        f"""
+        import contextlib, importlib.util, io, json
+        from huggingface_hub import HfApi
+        spec = importlib.util.spec_from_file_location("push_to_hub", {str(SCRIPTS / "push_to_hub.py")!r})
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+        results = {{}}
+        for name, folder in {folders!r}.items():
+            stderr = io.StringIO()
+            with contextlib.redirect_stderr(stderr):
+                code = script.main([folder, "org/" + name])
+            results[name] = [code, stderr.getvalue(), HfApi().repo_exists("org/" + name)]
+        print(json.dumps(results))
+        """
+    )
+    for name, (_, expected) in WEIGHT_DAMAGES.items():
+        code, err, created = out[name]
+        assert code == 2 and err.count("\n") == 1 and expected in err, (name, err)
+        assert not created, f"the repo of the {name} case was created"

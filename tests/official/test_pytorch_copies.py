@@ -112,6 +112,20 @@ def test_files_that_are_not_plain_tensors_are_refused_and_nothing_is_written(tmp
         assert not (tmp_path / "out").exists()
 
 
+def test_a_checkpoint_with_nan_weights_is_one_line_and_nothing_is_written(tmp_path, capsys):
+    model, classifier = tiny_official_model()
+    copy = separius_copy(model, classifier)
+    copy["resnet"]["net.0.0.weight"] = copy["resnet"]["net.0.0.weight"].clone()
+    copy["resnet"]["net.0.0.weight"][0, 0, 0, 0] = float("nan")  # the stem convolution of a diverged run
+    torch.save(copy, tmp_path / "diverged.pth")
+    assert convert_exit_code(str(tmp_path / "diverged.pth"), str(tmp_path / "out")) == 2
+    assert capsys.readouterr().err == (
+        "error: the source tensor for encoder.conv1.weight holds NaN or infinite values, so every output would be "
+        "NaN: convert a checkpoint saved before the training diverged\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_remote_code_and_pipeline_load_the_converted_folder(separius_folder):
     _, folder, expected = separius_folder

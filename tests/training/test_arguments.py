@@ -37,6 +37,7 @@ from hf_simclr.training.components import build_model
         (["--backbone_kwargs", '{"checkpoint_path": "x.pth"}'], "must not set 'checkpoint_path'"),
         (["--backbone_kwargs", "norm_layer=groupnorm"], "--backbone_kwargs must be a JSON object"),
         (["--backbone_kwargs", '{"norm_layer": "groupnorm"}'], "does not build with --backbone_kwargs"),
+        (["--backbone_kwargs", '{"cardinality": 2}'], "BasicBlock only supports cardinality of 1"),
         (["--ddp_timeout", "0"], "--ddp_timeout must be >= 1"),
         (["--preset", "cifar", "--timm_export"], "--timm_export cannot export a --cifar_stem encoder"),
     ],
@@ -77,7 +78,10 @@ def test_help_explains_the_flags():
         assert flag in result.stdout
 
 
-def test_a_json_or_yaml_file_works_in_place_of_flags(tmp_path):
+def test_a_json_or_yaml_file_works_in_place_of_flags(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.parquet").touch()  # a local --dataset must exist when the flags are read
     flags = ["--dataset", "data/train.parquet", "--epochs", "3", "--timm_export", "--test_split", "validation"]
     settings = {"dataset": "data/train.parquet", "epochs": 3, "timm_export": True, "eval_split": "validation"}
     (tmp_path / "run.json").write_text(json.dumps(settings))
