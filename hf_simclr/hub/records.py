@@ -6,7 +6,8 @@ A pretraining run's folder (``--output_dir``)::
     config.json, model.safetensors, *.py, preprocessor_config.json   # the model (hf_simclr.hub.export.save_model)
     README.md                                                        # the model card (hf_simclr.hub.card)
     training_args.json    # every argument of the run, presets resolved
-    train_log.jsonl       # one JSON object a line (see below); finetune_log.jsonl for fine-tuning
+    train_log.jsonl       # one JSON object a line (see below); finetune_log.jsonl for fine-tuning,
+                          # segmentation_log.jsonl for segmentation
     results.json          # the final metrics of the run; written last, so it marks the run finished
     eval_results.json     # later evaluations: {"results": [entry, ...]}
     checkpoints/step_N/   # resumable training state
@@ -55,6 +56,7 @@ from ..errors import RunFailure
 
 TRAIN_LOG = "train_log.jsonl"
 FINETUNE_LOG = "finetune_log.jsonl"
+SEGMENTATION_LOG = "segmentation_log.jsonl"
 TRAINING_ARGS = "training_args.json"
 RESULTS = "results.json"
 EVAL_RESULTS = "eval_results.json"
@@ -73,6 +75,8 @@ METRIC_NAMES = {
     "linear_top5": "Linear probe top-5 accuracy",
     "finetune_top1": "Top-1 accuracy",
     "finetune_top5": "Top-5 accuracy",
+    "mean_iou": "Mean IoU",
+    "pixel_accuracy": "Pixel accuracy",
 }
 
 DEFAULT_DATASET_NAME = "Fashion-MNIST (embedded subset)"
@@ -308,6 +312,7 @@ __all__ = [
     "MODEL_CARD",
     "RANDOM_INIT_SUFFIX",
     "RESULTS",
+    "SEGMENTATION_LOG",
     "TRAINING_ARGS",
     "TRAIN_LOG",
     "RunLog",
