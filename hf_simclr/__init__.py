@@ -14,7 +14,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
     {
         ".configuration_simclr": ["SimCLRConfig"],
         ".loss": ["NTXentLoss"],
-        ".modeling_simclr": ["SimCLRForImageClassification", "SimCLRModel", "SimCLRModelOutput"],
+        ".modeling_simclr": ["SimCLRBackbone", "SimCLRForImageClassification", "SimCLRModel", "SimCLRModelOutput"],
     },
 )
 __version__ = "0.1.0"

@@ -1,10 +1,10 @@
 """``import hf_simclr`` registers SimCLR with transformers' Auto classes without importing transformers or torch.
 
 ``AutoConfig`` lives in ``transformers.models.auto.configuration_auto`` and ``AutoModel`` /
-``AutoModelForImageClassification`` in ``transformers.models.auto.modeling_auto``. A module already imported gets the
-SimCLR classes at once; one not imported yet gets them right after its first import, before the importer sees it. So
-``import hf_simclr; AutoModel.from_pretrained(<a SimCLR folder>)`` works in either order, while importing the package
-(and each script's ``--help``) does not pay for torch.
+``AutoModelForImageClassification`` / ``AutoBackbone`` in ``transformers.models.auto.modeling_auto``. A module already
+imported gets the SimCLR classes at once; one not imported yet gets them right after its first import, before the
+importer sees it. So ``import hf_simclr; AutoModel.from_pretrained(<a SimCLR folder>)`` works in either order, while
+importing the package (and each script's ``--help``) does not pay for torch.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ def register_config() -> None:
 
 
 def register_models() -> None:
-    from transformers import AutoModel, AutoModelForImageClassification
+    from transformers import AutoBackbone, AutoModel, AutoModelForImageClassification
 
     from .configuration_simclr import SimCLRConfig
-    from .modeling_simclr import SimCLRForImageClassification, SimCLRModel
+    from .modeling_simclr import SimCLRBackbone, SimCLRForImageClassification, SimCLRModel
 
     AutoModel.register(SimCLRConfig, SimCLRModel, exist_ok=True)
+    AutoBackbone.register(SimCLRConfig, SimCLRBackbone, exist_ok=True)
     AutoModelForImageClassification.register(SimCLRConfig, SimCLRForImageClassification, exist_ok=True)
 
 

@@ -1,6 +1,7 @@
 """SimCLR configuration.
 
-This file is copied into saved model folders for ``trust_remote_code`` users: it imports only transformers.
+This file is copied into saved model folders for ``trust_remote_code`` users: it imports only transformers (and torch
+and timm when it needs the stage names of a backbone).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import math
 from typing import Any
 
 from transformers import PreTrainedConfig
+from transformers.backbone_utils import BackboneConfigMixin
 
 # Upper bounds of what a config (or an image processor saved with a model) may ask for, far above any real recipe:
 # a larger value is a mistake or a malicious file, and would only fail after a huge allocation.
@@ -60,6 +62,44 @@ _BACKBONE_RANGES = {
 }
 
 
+RESNET_STAGE_NAMES = ["stem", "stage1", "stage2", "stage3", "stage4"]  # as transformers' ResNetConfig
+
+
+def encoder_stage_names(encoder: Any) -> list[str]:
+    """The stages of a timm encoder whose feature maps SimCLR gives (hidden states, backbone feature maps).
+
+    A timm ResNet has transformers' ResNet stages: ``stem`` (after the stem's max-pool, as ``ResNetModel``'s
+    embeddings) and ``stage1`` to ``stage4``. Any other timm model has the stages of timm's ``feature_info``, named
+    by their modules (as transformers' ``TimmBackbone`` names them), e.g. ``stages.0`` for a ConvNeXt.
+    """
+    from timm.models.resnet import ResNet
+
+    if isinstance(encoder, ResNet):
+        return list(RESNET_STAGE_NAMES)
+    return [info["module"] for info in encoder.feature_info]
+
+
+_STAGE_NAMES: dict[str, list[str] | None] = {}  # per backbone and kwargs: building even on meta takes ~0.1 s
+
+
+def backbone_stage_names(backbone: str, backbone_kwargs: dict[str, Any]) -> list[str] | None:
+    """`encoder_stage_names` of the timm model `backbone` (built on the meta device), or None if timm cannot build
+    it (the model then says why when it is built)."""
+    key = repr((backbone, sorted(backbone_kwargs.items())))
+    if key not in _STAGE_NAMES:
+        import timm
+        import torch
+
+        try:
+            with torch.device("meta"):  # the architecture alone: no memory, no initialisation
+                encoder = timm.create_model(backbone, pretrained=False, num_classes=0, **backbone_kwargs)
+            _STAGE_NAMES[key] = encoder_stage_names(encoder)
+        except Exception:  # not a timm model, or arguments it does not take: building the model says which
+            _STAGE_NAMES[key] = None
+    names = _STAGE_NAMES[key]
+    return None if names is None else list(names)
+
+
 def check_backbone_kwargs(backbone_kwargs: Any) -> None:
     """Raise `ValueError` naming the first argument that is not an allowed architecture argument of plain value, or
     whose number is not finite or out of its range."""
@@ -87,8 +127,12 @@ def check_backbone_kwargs(backbone_kwargs: Any) -> None:
                 raise ValueError(f"backbone_kwargs[{key!r}] must be in [{low}, {high}], got {value!r}")
 
 
-class SimCLRConfig(PreTrainedConfig):
+class SimCLRConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""Configuration of a [`SimCLRModel`]: a timm encoder, a projection head and the NT-Xent temperature.
+
+    As a backbone configuration (of [`SimCLRBackbone`], or the `backbone_config` of transformers' dense-prediction
+    models) it carries `stage_names`, `out_features` and `out_indices` as transformers' `ResNetConfig` does: a timm
+    ResNet's stages are `stem`, `stage1` ... `stage4`; other timm models' are the modules of timm's `feature_info`.
 
     Args:
         backbone (`str`, defaults to `"resnet50"`): any timm model name; created with `num_classes=0`.
@@ -132,6 +176,10 @@ class SimCLRConfig(PreTrainedConfig):
             2019, "Fixing the train-test resolution discrepancy").
         image_mean, image_std (`list[float]`): normalisation applied to pixel values.
         freeze_encoder (`bool`, defaults to `False`): in [`SimCLRForImageClassification`], train only the classifier.
+        out_features (`list[str]`, *optional*): in [`SimCLRBackbone`], the stages whose feature maps it returns, by
+            name (e.g. `["stage1", "stage2", "stage3", "stage4"]`); by default the last stage.
+        out_indices (`list[int]`, *optional*): the same stages by index into `stage_names` (0 is the stem of a
+            ResNet); set one of `out_features` and `out_indices`, or both to the same stages.
     """
 
     model_type = "simclr"
@@ -163,6 +211,19 @@ class SimCLRConfig(PreTrainedConfig):
         if self.image_std is None:
             self.image_std = [0.229, 0.224, 0.225]
         self.validate_simclr()
+        # A saved config names its stages; a new one asks timm (None for a backbone timm cannot build: the model
+        # says why when it is built).
+        self.stage_names = kwargs.pop("stage_names", None) or backbone_stage_names(self.backbone, self.backbone_kwargs)
+        out_features, out_indices = kwargs.pop("out_features", None), kwargs.pop("out_indices", None)
+        if self.stage_names is not None:
+            self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
+        elif out_features is not None or out_indices is not None:
+            raise ValueError(
+                f"out_features / out_indices need the stages of backbone {self.backbone!r}, which timm cannot build "
+                "with these backbone_kwargs: choose a timm model name (timm.list_models())"
+            )
+        else:
+            self._out_features = self._out_indices = None
         super().__post_init__(**kwargs)
 
     def validate_simclr(self) -> None:
@@ -265,7 +326,10 @@ __all__ = [
     "MAX_IMAGE_SIZE",
     "MAX_PROJECTION_DIM",
     "MAX_WIDTH_MULTIPLIER",
+    "RESNET_STAGE_NAMES",
     "SimCLRConfig",
+    "backbone_stage_names",
     "check_backbone_kwargs",
     "check_image_processor_config",
+    "encoder_stage_names",
 ]

@@ -14,15 +14,18 @@ import timm
 import torch
 from safetensors import SafetensorError, safe_open
 from timm.layers import create_pool2d
+from timm.models._manipulate import checkpoint_seq
 from timm.models.resnet import ResNet
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from transformers import BitImageProcessor, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
+from transformers.modeling_outputs import BackboneOutput, ImageClassifierOutput
 from transformers.utils import ModelOutput, cached_file
+from transformers.utils.generic import can_return_tuple
 
-from .configuration_simclr import SimCLRConfig, check_backbone_kwargs, check_image_processor_config
+from .configuration_simclr import SimCLRConfig, check_backbone_kwargs, check_image_processor_config, encoder_stage_names
 from .loss import NTXentLoss
 from .selective_kernel import create_selective_kernel_resnet
 
@@ -30,6 +33,7 @@ _AUTO_MAP = {
     "AutoConfig": "configuration_simclr.SimCLRConfig",
     "AutoModel": "modeling_simclr.SimCLRModel",
     "AutoModelForImageClassification": "modeling_simclr.SimCLRForImageClassification",
+    "AutoBackbone": "modeling_simclr.SimCLRBackbone",
 }
 # from_pretrained arguments that say where config.json comes from (transformers' DownloadKwargs)
 _DOWNLOAD_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
@@ -82,17 +86,45 @@ class SimCLRModelOutput(ModelOutput):
     When `pixel_values_2` is given the two views are encoded in one pass: every tensor below then has 2B rows,
     the first B for `pixel_values` and the last B for `pixel_values_2`.
 
+    With `return_dict=False` the tuple holds the fields below in this order, those that are None left out.
+
     Args:
         loss: NT-Xent over the 2B views (only when two views are given).
         last_hidden_state: the encoder's final feature map, `(B, C, H, W)` for CNNs.
         pooler_output: the representation h used for transfer learning, `(B, C)`.
         projections: z = projection_head(h), `(B, projection_dim)`, the vectors the loss compares.
+        hidden_states: with `output_hidden_states=True`, the feature map of every stage of `config.stage_names`, in
+            that order: for a ResNet the stem's (after its max-pool) then each stage's, as transformers'
+            `ResNetModel` returns them; the last one is `last_hidden_state`.
     """
 
     loss: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
     pooler_output: torch.FloatTensor | None = None
     projections: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def encoder_stages(encoder: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``(final feature map, feature map of every stage)`` of a timm encoder in one pass, the stages those of
+    `encoder_stage_names`: the hidden states of [`SimCLRModel`] and the feature maps of [`SimCLRBackbone`].
+
+    The final feature map is the encoder's ``forward_features`` output (for a ResNet, the last stage's map itself).
+    """
+    if isinstance(encoder, ResNet):  # timm's own intermediates start before the stem's max-pool; ResNetModel's after
+        x = encoder.maxpool(encoder.act1(encoder.bn1(encoder.conv1(pixel_values))))
+        maps = [x]
+        for layer in (encoder.layer1, encoder.layer2, encoder.layer3, encoder.layer4):
+            x = checkpoint_seq(layer, x) if encoder.grad_checkpointing else layer(x)  # as timm's forward_features
+            maps.append(x)
+        return x, maps
+    if not hasattr(encoder, "forward_intermediates"):
+        raise ValueError(
+            f"timm's {type(encoder).__name__} gives no intermediate feature maps (forward_intermediates): use it "
+            "without output_hidden_states, or as a backbone choose a timm model that has them"
+        )
+    final, maps = encoder.forward_intermediates(pixel_values)
+    return final, list(maps)
 
 
 class BatchNorm1dNoCentre(nn.BatchNorm1d):
@@ -288,10 +320,18 @@ class SimCLRPreTrainedModel(PreTrainedModel):
         """Whether the encoder checkpoints its blocks (what `is_activation_checkpointing` reads)."""
         return bool(getattr(self.encoder, "grad_checkpointing", False))
 
-    def _encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feature_map = self.encoder.forward_features(pixel_values)
+    def _encode(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """``(final feature map, h, the stages' feature maps or None)``."""
+        hidden_states = None
+        if output_hidden_states:
+            feature_map, maps = encoder_stages(self.encoder, pixel_values)
+            hidden_states = tuple(maps)
+        else:
+            feature_map = self.encoder.forward_features(pixel_values)
         pooled = self.encoder.forward_head(feature_map, pre_logits=True)
-        return feature_map, pooled
+        return feature_map, pooled, hidden_states
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):  # noqa: D102 - as PreTrainedModel's
@@ -536,6 +576,7 @@ class SimCLRModel(SimCLRPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         pixel_values_2: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> SimCLRModelOutput | tuple:
@@ -543,8 +584,11 @@ class SimCLRModel(SimCLRPreTrainedModel):
 
         With two views the loss is NT-Xent with the config's temperature, averaged over the 2B anchors, each
         scored against its positive and the 2B-2 other views (gathered across processes when distributed).
+        `output_hidden_states=True` adds the feature map of every stage (see [`SimCLRModelOutput`]).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         batch_size = pixel_values.shape[0]
         if pixel_values_2 is not None:
             if pixel_values_2.shape != pixel_values.shape:
@@ -554,13 +598,17 @@ class SimCLRModel(SimCLRPreTrainedModel):
                 )
             # one pass over both views: a single BatchNorm batch and better accelerator utilisation
             pixel_values = torch.cat([pixel_values, pixel_values_2])
-        feature_map, pooled = self._encode(pixel_values)
+        feature_map, pooled, hidden_states = self._encode(pixel_values, output_hidden_states)
         projections = self.projection_head(pooled)
         loss = None
         if pixel_values_2 is not None:
             loss = self.loss_fn(projections[:batch_size], projections[batch_size:])
         output = SimCLRModelOutput(
-            loss=loss, last_hidden_state=feature_map, pooler_output=pooled, projections=projections
+            loss=loss,
+            last_hidden_state=feature_map,
+            pooler_output=pooled,
+            projections=projections,
+            hidden_states=hidden_states,
         )
         return output if return_dict else output.to_tuple()
 
@@ -639,35 +687,99 @@ class SimCLRForImageClassification(SimCLRPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> ImageClassifierOutput | tuple:
+        """Logits (and the loss with `labels`); `output_hidden_states=True` adds the encoder's stage feature maps as
+        [`SimCLRModel`] gives them. With `return_dict=False`: `(loss, logits, hidden_states)`, None ones left out,
+        as transformers' `ResNetForImageClassification`."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        feature_map, pooled = self._encode(pixel_values)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        _, pooled, hidden_states = self._encode(pixel_values, output_hidden_states)
         if self.projection_head is not None:
             pooled = self.projection_head(pooled)
         logits = self.classifier(pooled)
         loss = None
         if labels is not None:
             loss = self.classification_loss(labels, logits, kwargs.get("num_items_in_batch"))
-        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=None)
+        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
         return output if return_dict else output.to_tuple()
+
+
+class SimCLRBackbone(BackboneMixin, SimCLRPreTrainedModel):
+    """The SimCLR encoder as a transformers backbone: the feature maps of the stages in `config.out_features`, for
+    dense-prediction models (`UperNetForSemanticSegmentation`, `DetrForObjectDetection`, ... through their
+    `backbone_config`).
+
+    It loads the encoder of a [`SimCLRModel`] or [`SimCLRForImageClassification`] checkpoint (the keys `encoder.*`;
+    the projection head and classifier are left out). The stages are those of `encoder_stage_names`: a ResNet's are
+    `stem`, `stage1` ... `stage4` with the shapes of transformers' `ResNetBackbone`.
+    """
+
+    has_attentions = False
+    _keys_to_ignore_on_load_unexpected = [r"projection_head\..*", r"classifier\..*"]
+
+    def __init__(self, config: SimCLRConfig) -> None:
+        super().__init__(config)
+        self.encoder = self._create_encoder()
+        self._set_batch_norm_eps()
+        # the stages come from the encoder built: a config edited after it named its stages is aligned to them
+        self.stage_names = encoder_stage_names(self.encoder)
+        self.num_features = [info["num_chs"] for info in self.encoder.feature_info]
+        if config.stage_names != self.stage_names:
+            config.stage_names = self.stage_names
+            config.set_output_features_output_indices(out_features=None, out_indices=config.out_indices)
+        config.verify_out_features_out_indices()
+        self.post_init()
+
+    def _init_transformers_backbone(self) -> None:
+        # BackboneMixin checks the config's stages before the encoder exists; __init__ does it once it is built
+        self.num_features = None
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Built directly, the encoder keeps timm's initialisation. Built on the meta device by from_pretrained, every
+        # encoder tensor is loaded (a checkpoint missing one is refused) except the non-persistent buffers some timm
+        # models compute (relative position indices, ...): timm recomputes those.
+        super()._init_weights(module)
+        if hasattr(module, "init_non_persistent_buffers"):
+            module.init_non_persistent_buffers()
+
+    @can_return_tuple
+    @filter_output_hidden_states
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BackboneOutput | tuple:
+        """`feature_maps`: the maps of the stages in `out_features`, in order; with `output_hidden_states=True`,
+        `hidden_states` holds every stage's (as [`SimCLRModel`] gives them). With `return_dict=False`:
+        `(feature_maps, hidden_states)`, as transformers' `ResNetBackbone`."""
+        _, maps = encoder_stages(self.encoder, pixel_values)
+        feature_maps = tuple(m for name, m in zip(self.stage_names, maps, strict=True) if name in self.out_features)
+        return BackboneOutput(feature_maps=feature_maps, hidden_states=tuple(maps), attentions=None)
 
 
 # save_pretrained then copies the code and writes `auto_map`, so saved folders load with trust_remote_code=True
 # where hf_simclr is not installed.
 SimCLRModel.register_for_auto_class("AutoModel")
 SimCLRForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+SimCLRBackbone.register_for_auto_class("AutoBackbone")
 
 __all__ = [
     "CROP_PCT",
     "SMALL_IMAGE_SIZE",
+    "SimCLRBackbone",
     "SimCLRForImageClassification",
     "SimCLRModel",
     "SimCLRModelOutput",
     "SimCLRPreTrainedModel",
     "use_cifar_stem",
     "build_image_processor",
+    "encoder_stages",
     "eval_crop_pct",
     "eval_image_size",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,25 @@ TRANSFORMERS_TEST_MARKERS = (
 def pytest_configure(config: pytest.Config) -> None:
     for marker in TRANSFORMERS_TEST_MARKERS:
         config.addinivalue_line("markers", f"{marker}: a marker of transformers' own tests")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # one worker per core: in-process torch on one thread each, as the scripts the tests start run
+        torch.set_num_threads(1)
+
+
+# Tests that share the session's uninterrupted reference pretraining runs (tests/training/conftest.py): one worker
+# makes each run once and runs them all, first, since they are the longest group.
+SHARED_RUNS_GROUP = "reference-runs"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`--dist loadgroup`), a group per test file, as `--dist loadfile` would make, except for the
+    tests of the reference runs, which form one group scheduled first. Every worker reorders alike."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            shared = "reference_runs" in getattr(item, "fixturenames", ())
+            group = SHARED_RUNS_GROUP if shared else item.nodeid.split("::", 1)[0]
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group").args[0] != SHARED_RUNS_GROUP)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,9 @@ def test_the_auto_classes_load_a_simclr_folder_whatever_is_imported_first(import
         from transformers import AutoModel, AutoModelForImageClassification
         model = AutoModel.from_pretrained({str(tiny_model_dir)!r})
         classifier = AutoModelForImageClassification.from_pretrained({str(tiny_model_dir)!r}, num_labels=3)
-        classes = [type(o).__module__ + "." + type(o).__name__ for o in (config, model, classifier)]
+        from transformers import AutoBackbone
+        backbone = AutoBackbone.from_config(config)
+        classes = [type(o).__module__ + "." + type(o).__name__ for o in (config, model, classifier, backbone)]
         print(json.dumps({{"heavy": heavy, "classes": classes}}))
         """.replace("\n        ", "\n")
     )
@@ -36,6 +38,7 @@ def test_the_auto_classes_load_a_simclr_folder_whatever_is_imported_first(import
         "hf_simclr.configuration_simclr.SimCLRConfig",
         "hf_simclr.modeling_simclr.SimCLRModel",
         "hf_simclr.modeling_simclr.SimCLRForImageClassification",
+        "hf_simclr.modeling_simclr.SimCLRBackbone",
     ]
     if imports == "import hf_simclr":  # importing the package loads neither torch nor transformers
         assert out["heavy"] == []

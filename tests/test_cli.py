@@ -13,7 +13,7 @@ from helpers import SCRIPTS, subprocess_env
 from hf_simclr.cli import run_cli
 from hf_simclr.data import DatasetArguments
 from hf_simclr.errors import HubPushError, InvalidModelFolderError, NonFiniteLossError, RunFailure, UsageError
-from hf_simclr.evaluation import finetune, linear_eval
+from hf_simclr.evaluation import finetune, linear_eval, segmentation
 from hf_simclr.training import arguments as pretrain_arguments
 
 
@@ -55,6 +55,7 @@ def test_other_errors_keep_their_traceback_whatever_their_name():
         (pretrain_arguments, []),
         (linear_eval, ["--model", "org/model", "--no_plots"]),
         (finetune, ["--model", "org/model", "--output_dir", "finetuned"]),
+        (segmentation, ["--model", "org/model", "--output_dir", "segmentation"]),
     ],
 )
 def test_every_script_takes_the_same_dataset_flags(module, required):

@@ -98,7 +98,7 @@ def test_a_second_run_into_a_busy_output_dir_fails_at_once_naming_it(labelled_da
 READ_ONLY_RUNS = """
 import contextlib, importlib.util, io, json, os, sys
 from hf_simclr.cli import run_cli
-from hf_simclr.evaluation import finetune, linear_eval
+from hf_simclr.evaluation import finetune, linear_eval, segmentation
 from hf_simclr.training import parse_args, pretrain
 
 model, data, read_only, scripts, checkpoint, empty_read_only, small_disk = sys.argv[1:8]
@@ -112,10 +112,14 @@ tiny = ["--backbone", "test_resnet", "--image_size", "32", "--max_steps", "1", "
 pretrain_args = [*tiny, "--dataset", data, "--output_dir", read_only + "/run"]
 linear_eval_args = ["--model", model, "--dataset", data]  # writes next to the model
 finetune_args = ["--model", model, "--dataset", data, "--output_dir", read_only + "/finetuned"]
+segmentation_args = ["--model", model, "--dataset", data, "--output_dir", read_only + "/segmentation"]
 runs = {  # each returns the exit code of the script
     "pretrain": lambda: run_cli(lambda: pretrain(parse_args(pretrain_args))),
     "linear_eval": lambda: run_cli(lambda: linear_eval.linear_eval(linear_eval.parse_args(linear_eval_args))),
     "finetune": lambda: run_cli(lambda: finetune.finetune(finetune.parse_args(finetune_args))),
+    "segmentation": lambda: run_cli(
+        lambda: segmentation.finetune_segmentation(segmentation.parse_args(segmentation_args))
+    ),
     "show_augmentations": lambda: show_augmentations.main(["--output", read_only + "/views.png"]),
     "convert": lambda: convert.main([checkpoint, read_only + "/converted"]),
     "convert into an empty read-only folder": lambda: convert.main([checkpoint, empty_read_only]),
@@ -158,6 +162,7 @@ def test_a_read_only_output_dir_is_one_line_before_any_work(mount_namespace, tin
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads(result.stdout.strip().splitlines()[-1])
     expected = {"pretrain": folder / "run", "linear_eval": folder / "model", "finetune": folder / "finetuned"}
+    expected["segmentation"] = folder / "segmentation"
     for name, output_dir in expected.items():
         last = runs[name]["stderr"].strip().splitlines()[-1]
         assert runs[name]["code"] == 2, (name, runs[name]["stderr"][-2000:])

@@ -1,6 +1,7 @@
 """Where the images come from: a Hub id, an image folder, parquet/arrow files, in memory or streamed, or the embedded
 default data (:mod:`.sources`); robust decoding (:mod:`.decode`); batches of two views for pretraining
-(:mod:`.views`); and the dataset flags every script shares (:mod:`.arguments`)."""
+(:mod:`.views`); the dataset flags every script shares (:mod:`.arguments`); images with segmentation masks
+(:mod:`.segmentation`) and a small segmentation dataset made from the embedded images (:mod:`.pasted_objects`)."""
 
 from ..lazy_imports import lazy_exports
 

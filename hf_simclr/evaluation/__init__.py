@@ -1,7 +1,7 @@
 """Evaluating a frozen or fine-tuned encoder: features (:mod:`.features`), weighted kNN (:mod:`.knn`), the linear
-probe (:mod:`.linear_probe`), and the two evaluation scripts: their arguments (:mod:`.arguments`) and logic,
-:mod:`.linear_eval` (kNN + linear probe of any backbone) and :mod:`.finetune` (SimCLR fine-tuning on a fraction of the
-labels), with their plots (:mod:`.plots`)."""
+probe (:mod:`.linear_probe`), and the evaluation scripts: their arguments (:mod:`.arguments`) and logic,
+:mod:`.linear_eval` (kNN + linear probe of any backbone), :mod:`.finetune` (SimCLR fine-tuning on a fraction of the
+labels) and :mod:`.segmentation` (UperNet on the SimCLR encoder, mean IoU), with their plots (:mod:`.plots`)."""
 
 from ..lazy_imports import lazy_exports
 

@@ -1,5 +1,6 @@
-"""Arguments of the evaluation scripts, `scripts/linear_eval.py` and `scripts/finetune.py`: the shared dataset flags,
-the model and each evaluation's settings. Checked when read, before torch or any model or data is loaded."""
+"""Arguments of the evaluation scripts, `scripts/linear_eval.py`, `scripts/finetune.py` and
+`scripts/finetune_segmentation.py`: the shared dataset flags, the model and each evaluation's settings. Checked when
+read, before torch or any model or data is loaded."""
 
 from __future__ import annotations
 
@@ -202,11 +203,95 @@ def parse_finetune_args(argv: Sequence[str] | None = None) -> FinetuneArguments:
     return parse_arguments(FinetuneArguments, argv, description)
 
 
+@dataclass(kw_only=True)
+class SegmentationArguments(DatasetArguments):
+    """Arguments of `scripts/finetune_segmentation.py`: the dataset and mask flags, the model, UperNet and the
+    optimisation."""
+
+    model: str = field(metadata={"help": "SimCLR model folder or Hub id whose encoder becomes UperNet's backbone"})
+    output_dir: str = field(metadata={"help": "folder for the segmentation model, results, card and pictures"})
+    mask_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "column holding the masks of a Hub or parquet dataset (default: 'annotation', 'label', 'mask', "
+            "... whichever is an image column); a folder of image/mask pairs needs none"
+        },
+    )
+    id2label: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON file of class ids to names (default: id2label.json of the dataset, else the ids found in "
+            "the training masks)"
+        },
+    )
+    reduce_labels: bool = field(
+        default=False,
+        metadata={"help": "mask id 0 means unlabelled (ADE20K): ignore it and shift the other ids down by one"},
+    )
+    random_init: bool = field(
+        default=False,
+        metadata={"help": "start from the model's architecture at random initialisation: the baseline to beat"},
+    )
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "side of the training crops and of the evaluated images (default: the model's evaluation size)"
+        },
+    )
+    out_features: list[str] | None = field(
+        default=None,
+        metadata={"help": "backbone stages UperNet reads, e.g. stage1 stage2 stage3 stage4 (default: the last four)"},
+    )
+    decoder_hidden_size: int = field(default=512, metadata={"help": "channels of UperNet's decoder (its hidden_size)"})
+    epochs: int = field(default=20, metadata={"help": "passes over the training split"})
+    learning_rate: float = field(default=5e-4, metadata={"help": "AdamW peak learning rate (cosine decay to 0)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "share of the steps that warm the learning rate up"})
+    per_device_batch_size: int = field(default=16, metadata={"help": "images per process per step"})
+    min_crop_scale: float = field(default=0.5, metadata={"help": "smallest area of the random resized training crop"})
+    num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes per process"})
+    num_examples: int = field(default=6, metadata={"help": "held-out images drawn with their predicted masks"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "replace a model already in --output_dir"})
+    seed: int = field(default=0, metadata={"help": "seed of the decoder's initialisation and of the augmentation"})
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "per_device_batch_size", "decoder_hidden_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.image_size is not None and self.image_size < 16:
+            raise UsageError(f"--image_size must be at least 16, got {self.image_size}")
+        if self.learning_rate <= 0 or self.weight_decay < 0 or not 0 <= self.warmup_ratio < 1:
+            raise UsageError("--learning_rate must be > 0, --weight_decay >= 0 and --warmup_ratio in [0, 1)")
+        if not 0 < self.min_crop_scale <= 1:
+            raise UsageError(f"--min_crop_scale must be in (0, 1], got {self.min_crop_scale}")
+        if self.num_workers < 0 or self.num_examples < 0:
+            raise UsageError("--num_workers and --num_examples must be 0 or more")
+        output_dir = Path(self.output_dir)
+        if output_dir.is_file():
+            raise UsageError(f"--output_dir {output_dir} is a file; choose a folder")
+        if Path(self.model).is_dir() and output_dir.resolve() == Path(self.model).resolve():
+            raise UsageError("--output_dir is the --model folder; choose a new folder for the segmentation model")
+        if (output_dir / "config.json").is_file() and not self.overwrite_output_dir:
+            raise UsageError(f"--output_dir {output_dir} holds a model; pass --overwrite_output_dir or another folder")
+
+
+def parse_segmentation_args(argv: Sequence[str] | None = None) -> SegmentationArguments:
+    """`scripts/finetune_segmentation.py`'s arguments from `argv` (default: the command line) or the JSON/YAML file
+    it names."""
+    description = (
+        "Fine-tune transformers' UperNet with a SimCLR encoder as its backbone for semantic segmentation, with "
+        "Accelerate (`accelerate launch scripts/finetune_segmentation.py ...` for several GPUs or mixed precision)."
+    )
+    return parse_arguments(SegmentationArguments, argv, description)
+
+
 __all__ = [
     "FinetuneArguments",
     "LinearEvalArguments",
+    "SegmentationArguments",
     "default_finetune_epochs",
     "default_output_dir",
     "parse_finetune_args",
     "parse_linear_eval_args",
+    "parse_segmentation_args",
 ]

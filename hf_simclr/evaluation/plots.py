@@ -1,4 +1,5 @@
-"""Plots written next to evaluation results: a 2-D map of the features and the training curves.
+"""Plots written next to evaluation results: a 2-D map of the features, the training curves, and held-out images
+with their true and predicted segmentation masks.
 
 The curves read a run's log (``train_log.jsonl``, see :mod:`hf_simclr.hub.records`): the loss, and the kNN accuracies
 against epochs, with the same evaluation at random initialisation as a dashed baseline.
@@ -122,4 +123,52 @@ def plot_embedding(
     return path
 
 
-__all__ = ["missing_plot_packages", "plot_embedding", "plot_training_curves", "split_label"]
+def plot_segmentation_examples(
+    examples: Sequence[tuple[torch.Tensor, np.ndarray, np.ndarray]],
+    class_names: Sequence[str],
+    path: str | Path,
+    image_mean: Sequence[float],
+    image_std: Sequence[float],
+) -> Path:
+    """One row per example: the image (``(3, H, W)``, normalised with ``image_mean`` / ``image_std``), its true mask
+    and the predicted one, in the same colour per class (a legend names the classes)."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    from ..data.segmentation import IGNORE_INDEX
+
+    colours = [(0.0, 0.0, 0.0), *_class_colours(len(class_names) - 1)]
+    cmap = ListedColormap(colours + [(1.0, 1.0, 1.0)])  # the last colour: ignored pixels
+    fig = Figure(figsize=(7.5, 2.4 * len(examples)), layout="constrained")
+    axes = fig.subplots(len(examples), 3, squeeze=False)
+    mean, std = torch.tensor(image_mean)[:, None, None], torch.tensor(image_std)[:, None, None]
+    for index, (row, (pixels, mask, predicted)) in enumerate(zip(axes, examples, strict=True)):
+        image = (pixels * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+        shown = [np.where(m == IGNORE_INDEX, len(class_names), m) for m in (mask, predicted)]
+        row[0].imshow(image)
+        for ax, values in zip(row[1:], shown, strict=True):
+            ax.imshow(values, cmap=cmap, vmin=-0.5, vmax=len(class_names) + 0.5, interpolation="nearest")
+        for ax, title in zip(row, ("image", "ground truth", "prediction"), strict=True):
+            ax.set(xticks=[], yticks=[], title=None if index else title)
+    handles = [Patch(color=colours[i], label=name) for i, name in enumerate(class_names)]
+    fig.legend(handles=handles, loc="outside right center", fontsize="small", frameon=False)
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _class_colours(count: int) -> list[tuple[float, float, float]]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if count <= 10 else "tab20"]
+    return [tuple(cmap(i % cmap.N)[:3]) for i in range(count)]
+
+
+__all__ = [
+    "missing_plot_packages",
+    "plot_embedding",
+    "plot_segmentation_examples",
+    "plot_training_curves",
+    "split_label",
+]

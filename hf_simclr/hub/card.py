@@ -40,6 +40,8 @@ RESULTS_HEADING = "## Evaluation results"
 REPOSITORY_URL = "https://github.com/hf-simclr/hf_simclr"
 KNN_MONITOR = "kNN monitor of pretraining: weighted kNN (cosine, temperature 0.07) on the frozen features *h*"
 LINEAR_EVAL = "`scripts/linear_eval.py`: weighted kNN and a linear classifier trained on the frozen features *h*"
+SEGMENTATION_TASK = "image-segmentation", "Semantic segmentation (UperNet on the encoder, fine-tuned end to end)"
+METRIC_TYPES = {"mean_iou": "mean_iou"}  # model-index metric ids other than "accuracy"
 NEIGHBOURS_NOTE = (
     "What the features find: held-out images (left) and their nearest training images by cosine similarity of *h*, "
     "those of another class framed in red"
@@ -57,6 +59,7 @@ class ResultRow:
     split: str | None
     metric: str  # a key of records.METRIC_NAMES, or any name
     value: float
+    task_type: str = TASK_TYPE  # the model-index task id
 
     @property
     def place(self) -> tuple:
@@ -148,12 +151,12 @@ def model_index(rows: Sequence[ResultRow]) -> list[EvalResult] | None:
     """The model-index entries of ``rows``: those on a Hub dataset (a local dataset has no id to name)."""
     entries = [
         EvalResult(
-            task_type=TASK_TYPE,
+            task_type=row.task_type,
             task_name=row.task,
             dataset_type=row.dataset_id,
             dataset_name=row.dataset,
             dataset_split=row.split,
-            metric_type="accuracy",
+            metric_type=METRIC_TYPES.get(row.metric, "accuracy"),
             metric_name=records.metric_name(row.metric),
             metric_value=row.value,
         )
@@ -169,7 +172,8 @@ def results_section(rows: Sequence[ResultRow], notes: Sequence[str] = ()) -> str
         return f"{RESULTS_HEADING}\n\nNot evaluated yet.\n"
     lines = [RESULTS_HEADING, ""]
     lines += [f"- {note}" for note in notes]
-    lines += ["", "Accuracy in %:", "", "| Task | Dataset | Split | Metric | Value |", "|---|---|---|---|---|"]
+    unit = "Accuracy and IoU in %:" if any(r.metric in METRIC_TYPES for r in rows) else "Accuracy in %:"
+    lines += ["", unit, "", "| Task | Dataset | Split | Metric | Value |", "|---|---|---|---|---|"]
     for r in rows:
         value = f"{r.value:g}" if isinstance(r.value, float) else r.value
         lines.append(f"| {r.task} | {r.dataset} | {r.split or ''} | {records.metric_name(r.metric)} | {value} |")
@@ -177,9 +181,16 @@ def results_section(rows: Sequence[ResultRow], notes: Sequence[str] = ()) -> str
 
 
 def _rows_from_metrics(
-    metrics: Mapping[str, float], task: str, dataset: str, dataset_id: str | None, split: str | None
+    metrics: Mapping[str, float],
+    task: str,
+    dataset: str,
+    dataset_id: str | None,
+    split: str | None,
+    task_type: str = TASK_TYPE,
 ) -> list[ResultRow]:
-    return [ResultRow(task, dataset, dataset_id, split, key, percent(value)) for key, value in metrics.items()]
+    return [
+        ResultRow(task, dataset, dataset_id, split, key, percent(value), task_type) for key, value in metrics.items()
+    ]
 
 
 def finetune_setting(details: Mapping[str, Any]) -> tuple[str, str]:
@@ -191,6 +202,18 @@ def finetune_setting(details: Mapping[str, Any]) -> tuple[str, str]:
 def _entry_rows(entry: Mapping[str, Any]) -> tuple[list[ResultRow], str]:
     """The rows of one ``eval_results.json`` entry and the note that says what produced them."""
     details = entry.get("details") or {}
+    metrics = {k: v for k, v in entry["metrics"].items() if isinstance(v, (int, float))}
+    if entry.get("evaluation") == "segmentation":
+        start = "a randomly initialised copy of " if details.get("random_init") else ""
+        note = (
+            f"`scripts/finetune_segmentation.py`: UperNet on {start}`{details.get('base_model', 'the model')}`'s "
+            f"encoder, fine-tuned on {details.get('num_train', '?')} images"
+        )
+        task_type, task = SEGMENTATION_TASK
+        rows = _rows_from_metrics(
+            metrics, task, entry["dataset"], entry.get("dataset_id"), entry.get("split"), task_type
+        )
+        return rows, note
     if entry.get("evaluation") == "finetune":
         setting, labels = finetune_setting(details)
         task = f"Image classification ({setting}, {labels})"
@@ -206,7 +229,6 @@ def _entry_rows(entry: Mapping[str, Any]) -> tuple[list[ResultRow], str]:
         task, note = distillation_row(details)
     else:
         task, note = TASK_NAME, LINEAR_EVAL
-    metrics = {k: v for k, v in entry["metrics"].items() if isinstance(v, (int, float))}
     return _rows_from_metrics(metrics, task, entry["dataset"], entry.get("dataset_id"), entry.get("split")), note
 
 

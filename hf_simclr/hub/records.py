@@ -6,7 +6,8 @@ A pretraining run's folder (``--output_dir``)::
     config.json, model.safetensors, *.py, preprocessor_config.json   # the model (hf_simclr.hub.export.save_model)
     README.md                                                        # the model card (hf_simclr.hub.card)
     training_args.json    # every argument of the run, presets resolved
-    train_log.jsonl       # one JSON object a line (see below); finetune_log.jsonl for fine-tuning
+    train_log.jsonl       # one JSON object a line (see below); finetune_log.jsonl for fine-tuning,
+                          # segmentation_log.jsonl for segmentation
     results.json          # the final metrics of the run; written last, so it marks the run finished
     eval_results.json     # later evaluations: {"results": [entry, ...]}
     checkpoints/step_N/   # resumable training state
@@ -60,6 +61,7 @@ FINETUNE_LOG = "finetune_log.jsonl"
 DISTILL_ARGS = "distill_args.json"
 DISTILL_LOG = "distill_log.jsonl"
 DISTILL_RESULTS = "distill_results.json"
+SEGMENTATION_LOG = "segmentation_log.jsonl"
 TRAINING_ARGS = "training_args.json"
 RESULTS = "results.json"
 EVAL_RESULTS = "eval_results.json"
@@ -81,6 +83,8 @@ METRIC_NAMES = {
     "distill_top1": "Top-1 accuracy",
     "distill_top5": "Top-5 accuracy",
     "teacher_agreement": "Top-1 agreement with the teacher",
+    "mean_iou": "Mean IoU",
+    "pixel_accuracy": "Pixel accuracy",
 }
 
 DEFAULT_DATASET_NAME = "Fashion-MNIST (embedded subset)"
@@ -319,6 +323,7 @@ __all__ = [
     "MODEL_CARD",
     "RANDOM_INIT_SUFFIX",
     "RESULTS",
+    "SEGMENTATION_LOG",
     "TRAINING_ARGS",
     "TRAIN_LOG",
     "RunLog",

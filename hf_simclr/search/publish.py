@@ -10,7 +10,7 @@ from typing import Any
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from ..hub.card import INSTALL
+from ..hub.card import install_line
 from ..hub.push import _upload, check_repo_id
 from .embeddings import CARD, DATA_DIR, INFO, read_info
 
@@ -65,7 +65,7 @@ image.{failed}
 
 ## Find similar images
 
-With `hf_simclr` installed ({INSTALL}, with the `search` extra):
+With `hf_simclr` installed ({install_line()}, with the `search` extra):
 
 ```bash
 python scripts/search_images.py --index {where} --query photo.jpg -k 8 --grid neighbours.png

@@ -97,6 +97,7 @@ def _wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 12
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
 @pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="needs playwright (the dev extra)")
+@pytest.mark.skipif(importlib.util.find_spec("gradio") is None, reason="needs the search extra (gradio)")
 def test_the_demo_in_a_browser_shows_the_neighbours_search_images_finds(
     embedded, search_model, search_data, tmp_path, capsys
 ):

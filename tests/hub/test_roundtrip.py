@@ -19,7 +19,7 @@ from helpers import SCRIPTS, TINY_PRETRAIN, forbid_pickle
 from hub_server import HubClient, LocalHubHTTPServer, hub_env
 from transformers import AutoImageProcessor
 
-from hf_simclr import SimCLRModel
+from hf_simclr import SimCLRBackbone, SimCLRModel
 from hf_simclr.data import load_default_splits
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
@@ -82,7 +82,8 @@ def pushed(hub_server: LocalHubHTTPServer, tmp_path_factory: pytest.TempPathFact
         piped = model(**processor(namespace["image"], return_tensors="pt")).pooler_output
     local = {k: torch.tensor(v) for k, v in namespace["features"](model).items()}
     repo = hub_server.store.repos[REPO]
-    return SimpleNamespace(out=out, first=repo.branches["main"], pipeline=piped, **local)
+    pixels = namespace["pixels"]
+    return SimpleNamespace(out=out, first=repo.branches["main"], pipeline=piped, pixels=pixels, **local)
 
 
 def test_pretrain_push_uploads_the_run_and_the_timm_export(pushed: SimpleNamespace, hub_server: LocalHubHTTPServer):
@@ -129,12 +130,33 @@ for name, load in {
     except Exception as err:
         errors[name] = [type(err).__name__, str(err)]
 out["errors"] = errors
+
+# transformers' dense models on the repo's encoder: every backbone tensor against the local checkpoint's
+from transformers import AutoBackbone, DetrConfig, DetrForObjectDetection, UperNetConfig, UperNetForSemanticSegmentation
+from hf_simclr.dense_models import find_simclr_backbone, load_simclr_backbone
+
+local = {k: v for k, v in SimCLRModel.from_pretrained(LOCAL).state_dict().items() if k.startswith("encoder.")}
+backbone = AutoBackbone.from_pretrained(REPO, out_features=["stage1", "stage2", "stage3", "stage4"])
+upernet = UperNetForSemanticSegmentation(UperNetConfig(backbone_config=backbone.config, hidden_size=16, num_labels=3))
+load_simclr_backbone(upernet, backbone)
+detr_config = DetrConfig(backbone_config=AutoBackbone.from_pretrained(REPO, out_features=["stage4"]).config,
+                         d_model=16, encoder_layers=1, decoder_layers=1, num_queries=4)
+detr = DetrForObjectDetection(detr_config)
+load_simclr_backbone(detr, REPO)  # a repo id straight away
+out["backbone"] = type(backbone).__name__
+for name, dense in {"upernet": upernet, "detr": detr}.items():
+    state = find_simclr_backbone(dense).state_dict()
+    out[name] = {"compared": len(state), "different": [k for k, v in state.items() if not torch.equal(v, local[k])]}
 print(json.dumps(out))
 """,
             REPO=REPO,
             TIMM_REPO=TIMM_REPO,
+            LOCAL=str(pushed.out),
         )
     )
+    assert online["backbone"] == "SimCLRBackbone"
+    for name in ("upernet", "detr"):
+        assert online[name]["compared"] > 50 and online[name]["different"] == []
     assert online["class"] == "SimCLRModel"
     _close(online["model"]["pooled"], pushed.pooled)
     _close(online["model"]["projections"], pushed.projections)
@@ -177,7 +199,7 @@ def test_remote_code_loads_the_repo_without_hf_simclr(pushed: SimpleNamespace, h
     out = hub_client.run_json(
         _snippet(
             """
-from transformers import AutoModel, pipeline
+from transformers import AutoBackbone, AutoModel, pipeline
 
 try:
     import hf_simclr  # noqa: F401
@@ -186,8 +208,11 @@ except ImportError:
     importable = False
 model = AutoModel.from_pretrained(REPO, trust_remote_code=True)
 extractor = pipeline("image-feature-extraction", model=REPO, trust_remote_code=True)
+backbone = AutoBackbone.from_pretrained(REPO, trust_remote_code=True, out_features=["stem", "stage4"])
+with torch.no_grad():
+    maps = [m.tolist() for m in backbone(pixels).feature_maps]
 print(json.dumps({"importable": importable, "module": type(model).__module__, "model": features(model),
-                  "pipeline": extractor(image, pool=True)}))
+                  "pipeline": extractor(image, pool=True), "backbone": type(backbone).__module__, "maps": maps}))
 """,
             REPO=REPO,
         ),
@@ -198,6 +223,13 @@ print(json.dumps({"importable": importable, "module": type(model).__module__, "m
     _close(out["model"]["pooled"], pushed.pooled)
     _close(out["model"]["projections"], pushed.projections)
     _close(out["pipeline"], pushed.pipeline)
+    # AutoBackbone too: the saved auto_map names SimCLRBackbone
+    assert out["backbone"] == out["module"]
+    local = SimCLRBackbone.from_pretrained(pushed.out, out_features=["stem", "stage4"]).eval()
+    with torch.no_grad():
+        expected = local(pushed.pixels).feature_maps
+    for actual, wanted in zip(out["maps"], expected, strict=True):
+        _close(actual, wanted)
 
 
 def test_second_push_makes_a_revision_and_unchanged_push_none(

@@ -16,6 +16,8 @@ from search_data import DUPLICATE, NUM_IMAGES, UNREADABLE
 
 from hf_simclr.search import EmbeddingIndex, find_duplicates, load_embeddings
 
+pytest.importorskip("faiss", reason="needs the search extra: pip install -e '.[search]'")
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
