@@ -37,7 +37,7 @@ from ..hub.locate import check_local_or_hub, reaching_the_hub
 from ..hub.output_lock import OutputDirLock
 from ..hub.records import SEGMENTATION_LOG, RunLog, dataset_names, public_model_name, write_eval_results, writing
 from ..modeling_simclr import SimCLRBackbone, eval_image_size
-from ..training.optim import build_schedule
+from ..optim import build_schedule
 from .arguments import SegmentationArguments
 from .arguments import parse_segmentation_args as parse_args
 from .finetune import with_sync_batch_norm
