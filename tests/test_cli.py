@@ -12,6 +12,7 @@ from helpers import SCRIPTS, subprocess_env
 
 from hf_simclr.cli import run_cli
 from hf_simclr.data import DatasetArguments
+from hf_simclr.distillation.arguments import parse_distill_args
 from hf_simclr.errors import HubPushError, InvalidModelFolderError, NonFiniteLossError, RunFailure, UsageError
 from hf_simclr.evaluation import finetune, linear_eval, segmentation
 from hf_simclr.training import arguments as pretrain_arguments
@@ -50,21 +51,23 @@ def test_other_errors_keep_their_traceback_whatever_their_name():
 
 
 @pytest.mark.parametrize(
-    "module, required",
+    "parse, required",
     [
-        (pretrain_arguments, []),
-        (linear_eval, ["--model", "org/model", "--no_plots"]),
-        (finetune, ["--model", "org/model", "--output_dir", "finetuned"]),
-        (segmentation, ["--model", "org/model", "--output_dir", "segmentation"]),
+        (pretrain_arguments.parse_args, []),
+        (linear_eval.parse_args, ["--model", "org/model", "--no_plots"]),
+        (finetune.parse_args, ["--model", "org/model", "--output_dir", "finetuned"]),
+        (segmentation.parse_args, ["--model", "org/model", "--output_dir", "segmentation"]),
+        (parse_distill_args, ["--teacher", "org/teacher", "--student", "resnet18", "--output_dir", "student"]),
     ],
+    ids=["pretrain", "linear_eval", "finetune", "finetune_segmentation", "distill"],
 )
-def test_every_script_takes_the_same_dataset_flags(module, required):
-    defaults = module.parse_args(required)
+def test_every_script_takes_the_same_dataset_flags(parse, required):
+    defaults = parse(required)
     for field in dataclasses.fields(DatasetArguments):
         assert getattr(defaults, field.name) == field.default, field.name
     flags = ["--dataset", "org/data", "--dataset_config", "c", "--image_column", "img", "--label_column", "y"]
     flags += ["--train_split", "tr", "--test_split", "held"]
-    args = module.parse_args([*required, *flags])
+    args = parse([*required, *flags])
     assert (args.dataset, args.dataset_config, args.image_column, args.label_column) == ("org/data", "c", "img", "y")
     assert (args.train_split, args.eval_split) == ("tr", "held")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data import EpochBatchSampler
-from ..errors import NonFiniteLossError, RunInterrupted, RunPreempted, UsageError
+from ..errors import NonFiniteLossError, UsageError
 from ..evaluation.finetune import with_sync_batch_norm
 from ..hub import records
 from ..hub.output_lock import OutputDirLock
@@ -40,13 +39,12 @@ from ..training import console
 from ..training.checkpoint import (
     Resumable,
     TrainState,
-    checkpoint_dirs,
     choose_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
 from ..training.components import loader_kwargs, num_workers
-from ..training.distributed import is_collective_failure, lost_peer, main_process_decides, process_group_kwargs
+from ..training.distributed import main_process_decides, process_group_kwargs
 from .arguments import DistillArguments
 from .data import DistillationViews, collate_distillation, normaliser
 from .evaluate import HeldOut, compare, predict, teacher_view
@@ -114,7 +112,11 @@ def distill(args: DistillArguments) -> dict[str, Any]:
     with OutputDirLock(args.output_dir, hold=False) as lock:
         main_process_decides(accelerator, lock.acquire)  # the main process holds it; its refusal ends all of them
         run = None
-        try:
+
+        def reached() -> int:
+            return run.state.step if run is not None else 0
+
+        with console.stops_in_one_line(args.output_dir, args.ddp_timeout, accelerator, reached):
             finished = main_process_decides(accelerator, lambda: check_output_dir(args))
             if finished is not None:
                 if accelerator.is_main_process:
@@ -129,17 +131,6 @@ def distill(args: DistillArguments) -> dict[str, Any]:
                 measure_at_start(run)
                 train(run, stop)
                 return finish(run)
-        except RunPreempted:
-            raise
-        except KeyboardInterrupt:
-            step = run.state.step if run is not None else 0
-            checkpoints = checkpoint_dirs(Path(args.output_dir) / records.CHECKPOINTS)
-            message = console.interrupted_message(step, checkpoints, accelerator.num_processes)
-            raise RunInterrupted(message if accelerator.is_main_process else "") from None
-        except RuntimeError as error:
-            if not is_collective_failure(error):
-                raise
-            raise lost_peer(error, args.ddp_timeout, Path(args.output_dir) / records.CHECKPOINTS) from error
 
 
 def build_run(args: DistillArguments, accelerator: Accelerator) -> Run:
@@ -356,16 +347,12 @@ def save_checkpoint_now(run: Run) -> None:
 def stop_if_requested(run: Run, stop: console.StopRequest) -> None:
     """Ctrl-C raises ``KeyboardInterrupt``; SIGTERM or SIGUSR1 saves a checkpoint of the last step first, then raises
     :class:`RunPreempted` (every process calls this at the same points)."""
-    signum = stop.check(run.accelerator)
-    if signum is None:
-        return
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    if run.state.step > run.checkpointed_step:
-        save_checkpoint_now(run)
-    processes = run.accelerator.num_processes
-    message = console.preempted_message(signum, run.state.step, processes) if run.accelerator.is_main_process else ""
-    raise RunPreempted(message, signum)
+
+    def save_last_step() -> None:
+        if run.state.step > run.checkpointed_step:
+            save_checkpoint_now(run)
+
+    console.stop_if_requested(stop, run.accelerator, run.state.step, save_last_step)
 
 
 def finish(run: Run) -> dict[str, Any]:

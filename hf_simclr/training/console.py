@@ -18,12 +18,14 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..errors import RunInterrupted, RunPreempted
 from ..hub import records
 from .relaunch import rerun_command
 
@@ -120,6 +122,43 @@ def interrupted_message(step: int, checkpoints: Sequence[Path], num_processes: i
     )
 
 
+def stop_if_requested(stop: StopRequest, accelerator: Any, step: int, save_last_step: Callable[[], None]) -> None:
+    """Stop if any process was asked to (every process calls this at the same points): Ctrl-C raises
+    ``KeyboardInterrupt``; SIGTERM or SIGUSR1 (a scheduler about to end the job) first calls ``save_last_step`` (a
+    checkpoint of ``step``, if it has none), then raises :class:`RunPreempted`, whose message says how to resume."""
+    signum = stop.check(accelerator)
+    if signum is None:
+        return
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    save_last_step()
+    message = preempted_message(signum, step, accelerator.num_processes) if accelerator.is_main_process else ""
+    raise RunPreempted(message, signum)
+
+
+@contextmanager
+def stops_in_one_line(output_dir: Path, ddp_timeout: int, accelerator: Any, step: Callable[[], int]) -> Iterator[None]:
+    """A run's body: Ctrl-C ends it in :class:`RunInterrupted` naming the last checkpoint and the command that
+    resumes, a lost peer in one line (:func:`~hf_simclr.training.distributed.lost_peer`); a preemption passes as
+    raised. ``step``: the step the run has reached."""
+    checkpoints = Path(output_dir) / records.CHECKPOINTS
+    try:
+        yield
+    except RunPreempted:
+        raise
+    except KeyboardInterrupt:
+        from .checkpoint import checkpoint_dirs  # here: this module loads without torch
+
+        message = interrupted_message(step(), checkpoint_dirs(checkpoints), accelerator.num_processes)
+        raise RunInterrupted(message if accelerator.is_main_process else "") from None
+    except RuntimeError as error:
+        from .distributed import is_collective_failure, lost_peer
+
+        if not is_collective_failure(error):
+            raise
+        raise lost_peer(error, ddp_timeout, checkpoints) from error
+
+
 def preempted_message(signum: int, step: int, num_processes: int = 1) -> str:
     """What to do after a scheduler's signal stopped the run at ``step``, a checkpoint of which it saved (none at step
     0): the same command with ``--resume_from_checkpoint latest``, which also starts afresh a run that had not begun."""
@@ -192,4 +231,6 @@ __all__ = [
     "preempted_message",
     "say",
     "skipped_message",
+    "stop_if_requested",
+    "stops_in_one_line",
 ]

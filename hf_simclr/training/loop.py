@@ -12,7 +12,6 @@ import json
 import math
 import resource
 import shutil
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..augment import SimCLRGPUAugment
 from ..data import load_image_dataset
-from ..errors import NonFiniteLossError, RunInterrupted, RunPreempted, UsageError
+from ..errors import NonFiniteLossError, UsageError
 from ..hub import records
 from ..hub.card import write_model_card
 from ..hub.export import export_timm_encoder, save_model
@@ -39,13 +38,12 @@ from .arguments import PretrainArguments
 from .checkpoint import (
     Resumable,
     TrainState,
-    checkpoint_dirs,
     choose_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
 from .components import TrainingData, augment_recipe, build_model, build_optimizer, build_training_data
-from .distributed import is_collective_failure, lost_peer, main_process_decides, process_group_kwargs
+from .distributed import main_process_decides, process_group_kwargs
 from .grad_cache import grad_cache_step
 from .monitor import KnnMonitor
 
@@ -217,7 +215,11 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
     # the output folder is this run's until it ends: writable, and no other run writes there meanwhile
     with OutputDirLock(args.output_dir, hold=False) as lock:
         run = None
-        try:
+
+        def reached() -> int:
+            return run.state.step if run is not None else 0
+
+        with console.stops_in_one_line(args.output_dir, args.ddp_timeout, accelerator, reached):
             # the main process alone holds it; its refusal ends every process at once
             main_process_decides(accelerator, lock.acquire)
             start_run(args, accelerator)
@@ -239,17 +241,6 @@ def pretrain(args: PretrainArguments) -> dict[str, Any]:
                 stop_if_requested(run, stop)
                 train(run, stop)
                 return finish(run)
-        except RunPreempted:
-            raise
-        except KeyboardInterrupt:
-            step = run.state.step if run is not None else 0
-            checkpoints = checkpoint_dirs(Path(args.output_dir) / records.CHECKPOINTS)
-            message = console.interrupted_message(step, checkpoints, accelerator.num_processes)
-            raise RunInterrupted(message if accelerator.is_main_process else "") from None
-        except RuntimeError as error:
-            if not is_collective_failure(error):
-                raise
-            raise lost_peer(error, args.ddp_timeout, Path(args.output_dir) / records.CHECKPOINTS) from error
 
 
 def start_run(args: PretrainArguments, accelerator: Accelerator) -> None:
@@ -473,16 +464,12 @@ def stop_if_requested(run: Run, stop: console.StopRequest, losses: LossTracker |
     """Stop if any process was asked to (every process calls this at the same points): Ctrl-C raises
     ``KeyboardInterrupt``; SIGTERM or SIGUSR1 (a scheduler about to end the job) first saves a checkpoint of the last
     step if it has none, then raises :class:`RunPreempted`, whose message says how to resume."""
-    signum = stop.check(run.accelerator)
-    if signum is None:
-        return
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    if run.state.step > run.checkpointed_step and losses is not None:
-        save_checkpoint_now(run, losses)
-    processes = run.accelerator.num_processes
-    message = console.preempted_message(signum, run.state.step, processes) if run.accelerator.is_main_process else ""
-    raise RunPreempted(message, signum)
+
+    def save_last_step() -> None:
+        if run.state.step > run.checkpointed_step and losses is not None:
+            save_checkpoint_now(run, losses)
+
+    console.stop_if_requested(stop, run.accelerator, run.state.step, save_last_step)
 
 
 def save_checkpoint_if_due(run: Run, losses: LossTracker) -> None:

@@ -29,6 +29,7 @@ from hf_simclr.distillation.models import default_temperature
 from hf_simclr.evaluation.finetune import finetune
 from hf_simclr.evaluation.finetune import parse_args as finetune_args
 from hf_simclr.hub.export import save_model
+from hf_simclr.hub.output_lock import LOCK_FILE, OutputDirLock
 from hf_simclr.hub.push import published_files, validate_model_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -169,9 +170,20 @@ def test_bad_input_is_one_line_and_exit_code_2(teacher, colours, tmp_path, capsy
     assert "holds a finished distillation" in capsys.readouterr().err
 
 
+def test_a_folder_another_run_holds_is_refused_before_any_work(teacher, colours, tmp_path):
+    out = tmp_path / "taken"
+    command = [sys.executable, str(SCRIPTS / "distill.py"), "--teacher", str(teacher), "--student", "test_resnet"]
+    command += ["--dataset", str(colours), "--output_dir", str(out), *FAST]
+    with OutputDirLock(out):  # another run's (record locks are per process: the script must run in its own)
+        result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=300)
+        assert [path.name for path in out.iterdir()] == [LOCK_FILE]  # the refused run wrote nothing
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: --output_dir {out} is in use by another run")
+
+
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_two_processes_distil_with_disjoint_batches(teacher, colours, tmp_path):
+def test_two_processes_distil_with_one_global_batch(teacher, colours, tmp_path):
     out = tmp_path / "two"
     launch = ["--multi_gpu", "--num_processes", "2", "--main_process_ip", "127.0.0.1"]
     launch += ["--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no"]
