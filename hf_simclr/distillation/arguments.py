@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub.utils import HFValidationError, validate_repo_id
-
 from ..cli import parse_arguments
 from ..data.arguments import DatasetArguments
 from ..errors import UsageError
@@ -127,14 +125,9 @@ class DistillArguments(DatasetArguments):
             raise UsageError("--warmup_epochs, --weight_decay and --num_workers must be 0 or more")
         if not 0 < self.min_crop_scale <= 1:
             raise UsageError(f"--min_crop_scale must be in (0, 1], got {self.min_crop_scale}")
-        if self.push_to_hub and not self.hub_model_id:
-            raise UsageError("--push_to_hub needs --hub_model_id org/name")
-        if self.hub_model_id:  # a malformed repo id must fail now, not after the training
-            try:
-                validate_repo_id(self.hub_model_id)
-            except HFValidationError as error:
-                raise UsageError(f"--hub_model_id {self.hub_model_id!r} is not a repo id: use org/name") from error
-        from ..hub.locate import check_local_or_hub  # a mistyped folder fails now, before torch loads
+        from ..hub.locate import check_hub_destination, check_local_or_hub  # a mistake fails now, not after training
+
+        check_hub_destination(self.push_to_hub, self.hub_model_id)
 
         check_local_or_hub(self.teacher, "--teacher")
         check_local_or_hub(self.student, "--student")

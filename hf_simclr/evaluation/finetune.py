@@ -295,7 +295,7 @@ def _finetune(args: FinetuneArguments, accelerator: Accelerator) -> dict[str, fl
     output_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(output_dir / FINETUNE_LOG)
     log.clear()
-    replaced = _train(args, accelerator, model, optimizer, scheduler, train_loader, total_steps, log)
+    replaced = train_supervised(args.epochs, accelerator, model, optimizer, scheduler, train_loader, total_steps, log)
     if replaced:
         accelerator.print(f"replaced {replaced} unreadable images with other images of the training split")
     metrics = _evaluate(model, test_loader, accelerator, num_classes)
@@ -347,8 +347,8 @@ def with_sync_batch_norm(model: torch.nn.Module, num_processes: int, device: tor
     return model
 
 
-def _train(
-    args: FinetuneArguments,
+def train_supervised(
+    epochs: int,
     accelerator: Accelerator,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -356,12 +356,14 @@ def _train(
     loader: DataLoader,
     total_steps: int,
     log: RunLog,
+    desc: str = "fine-tuning",
 ) -> int:
-    """The training epochs; returns how many unreadable images were replaced (on all processes)."""
+    """``epochs`` of a transformers model trained on its own loss (``pixel_values`` and ``labels`` of each batch),
+    logged every 10 steps; returns how many unreadable inputs were replaced (on all processes)."""
     step = 0
     replaced = torch.zeros((), dtype=torch.long, device=accelerator.device)
-    progress = tqdm(total=total_steps, desc="fine-tuning", disable=not accelerator.is_local_main_process)
-    for _ in range(args.epochs):
+    progress = tqdm(total=total_steps, desc=desc, disable=not accelerator.is_local_main_process)
+    for _ in range(epochs):
         model.train()  # SimCLRForImageClassification keeps a frozen encoder in eval mode
         for batch in loader:
             replaced += batch["num_failed"].sum()
@@ -403,5 +405,6 @@ __all__ = [
     "finetune",
     "load_model_to_finetune",
     "parse_args",
+    "train_supervised",
     "with_sync_batch_norm",
 ]

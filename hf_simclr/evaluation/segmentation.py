@@ -40,7 +40,7 @@ from ..modeling_simclr import SimCLRBackbone, eval_image_size
 from ..optim import build_schedule
 from .arguments import SegmentationArguments
 from .arguments import parse_segmentation_args as parse_args
-from .finetune import with_sync_batch_norm
+from .finetune import train_supervised, with_sync_batch_norm
 
 EXAMPLES_PLOT, CURVES_PLOT = "segmentation_examples.png", "segmentation_curves.png"
 
@@ -196,7 +196,9 @@ def _finetune_segmentation(args: SegmentationArguments, accelerator: Accelerator
     output_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(output_dir / SEGMENTATION_LOG)
     log.clear()
-    replaced = _train(args, accelerator, model, optimizer, scheduler, train_loader, total_steps, log)
+    replaced = train_supervised(
+        args.epochs, accelerator, model, optimizer, scheduler, train_loader, total_steps, log, desc="segmentation"
+    )
     confusion, examples = _evaluate(model, test_loader, accelerator, len(names), args.num_examples)
     metrics, per_class = segmentation_metrics(confusion, names)
     accelerator.print(
@@ -224,37 +226,6 @@ def _finetune_segmentation(args: SegmentationArguments, accelerator: Accelerator
         accelerator.print(f"model, results and card in {output_dir}")
     accelerator.end_training()
     return metrics
-
-
-def _train(
-    args: SegmentationArguments,
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    loader: DataLoader,
-    total_steps: int,
-    log: RunLog,
-) -> int:
-    """The training epochs; returns how many unreadable pairs were replaced (on all processes)."""
-    step = 0
-    replaced = torch.zeros((), dtype=torch.long, device=accelerator.device)
-    progress = tqdm(total=total_steps, desc="segmentation", disable=not accelerator.is_local_main_process)
-    for _ in range(args.epochs):
-        model.train()
-        for batch in loader:
-            replaced += batch["num_failed"].sum()
-            loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            progress.update()
-            if accelerator.is_main_process and (step % 10 == 0 or step == total_steps):
-                log.write(step, step / len(loader), loss=loss.item(), lr=scheduler.get_last_lr()[0])
-    progress.close()
-    return int(accelerator.reduce(replaced, reduction="sum").item())
 
 
 @torch.no_grad()

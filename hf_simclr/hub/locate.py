@@ -33,6 +33,15 @@ def _is_repo_id(value: str) -> bool:
     return True
 
 
+def check_hub_destination(push_to_hub: bool, hub_model_id: str | None) -> None:
+    """Raise :class:`UsageError` for ``--push_to_hub`` without ``--hub_model_id`` or a ``--hub_model_id`` that is no
+    repo id: checked when the flags are read, not after the training."""
+    if push_to_hub and not hub_model_id:
+        raise UsageError("--push_to_hub needs --hub_model_id org/name")
+    if hub_model_id and not _is_repo_id(hub_model_id):
+        raise UsageError(f"--hub_model_id {hub_model_id!r} is not a repo id: use org/name")
+
+
 def check_local_or_hub(value: str, flag: str) -> None:
     """Raise :class:`UsageError` if ``value`` can only mean a path of this machine and that path does not exist.
 

@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub.utils import HFValidationError, validate_repo_id
-
 from ..cli import ArgumentParser
 from ..data import DatasetArguments
 from ..errors import UsageError
 from ..hub import records
+from ..hub.locate import check_hub_destination
 
 SQRT_BASE_LR = 0.075  # lr = 0.075 x sqrt(B), the paper's rule for square-root scaling
 MAX_IMAGE_SIZE = 4096  # far above any SimCLR recipe; a larger side is a typo that would fail on a huge allocation
@@ -239,14 +238,7 @@ class PretrainArguments(DatasetArguments):
             raise UsageError(f"--warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.report_to not in ("none", "tensorboard", "wandb", "all"):
             raise UsageError(f"--report_to must be tensorboard, wandb, all or none, got {self.report_to!r}")
-        if self.push_to_hub and not self.hub_model_id:
-            raise UsageError("--push_to_hub needs --hub_model_id org/name")
-        if self.hub_model_id:
-            # a malformed repo id must fail now, not after hours of training
-            try:
-                validate_repo_id(self.hub_model_id)
-            except HFValidationError as error:
-                raise UsageError(f"--hub_model_id {self.hub_model_id!r} is not a repo id: use org/name") from error
+        check_hub_destination(self.push_to_hub, self.hub_model_id)
         if self.timm_export and self.cifar_stem:
             raise UsageError(
                 "--timm_export cannot export a --cifar_stem encoder (timm rebuilds ResNets with the 7x7 stride-2 "
