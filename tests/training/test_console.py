@@ -189,6 +189,12 @@ def test_ctrl_c_says_how_to_go_on_and_the_command_it_prints_works(small_dataset,
         "show_augmentations",
         "convert_official_checkpoint",
         "evaluate_imagenet",
+        "finetune_segmentation",
+        "make_segmentation_dataset",
+        "distill",
+        "embed_dataset",
+        "search_images",
+        "export_onnx",
     ],
 )
 def test_help_answers_without_loading_torch(script):
