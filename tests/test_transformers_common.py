@@ -8,6 +8,7 @@ docs/transformers.md gives the commands. The tests that do not apply to SimCLR a
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import inspect
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers.testing_utils import torch_device
 
 from hf_simclr import SimCLRConfig, SimCLRForImageClassification, SimCLRModel
 
@@ -66,6 +68,7 @@ class SimCLRModelTester:
     def __init__(self, parent: unittest.TestCase, batch_size: int = 3, image_size: int = 32, num_labels: int = 3):
         self.parent, self.batch_size, self.image_size, self.num_labels = parent, batch_size, image_size, num_labels
         self.is_training = True
+        self.num_stages = 4  # timm's test_resnet, as transformers' ResNet testers
 
     def get_config(self) -> SimCLRConfig:
         return SimCLRConfig(
@@ -139,7 +142,24 @@ class SimCLRModelTest(common.ModelTesterMixin, unittest.TestCase):
 
     @unittest.skipUnless(_HIDDEN_STATES, "the models' forward takes no output_hidden_states")
     def test_hidden_states_output(self):
-        super().test_hidden_states_output()
+        """As transformers' own ResNet tests check it (tests/models/resnet/test_modeling_resnet.py, which replaces the
+        common test written for token sequences): the stem's map at a quarter of the input and one map per stage,
+        asked for by the argument or by the config, from both classes."""
+        config, inputs_dict = self.model_tester.prepare_config_and_inputs_for_common()
+        for model_class in self.all_model_classes:
+            for by_config in (False, True):
+                config = copy.deepcopy(config)
+                inputs = dict(inputs_dict)
+                if by_config:
+                    config.output_hidden_states = True
+                else:
+                    inputs["output_hidden_states"] = True
+                model = model_class(config).to(torch_device).eval()
+                with torch.no_grad():
+                    hidden_states = model(**self._prepare_for_class(inputs, model_class)).hidden_states
+                self.assertEqual(len(hidden_states), self.model_tester.num_stages + 1)
+                quarter = self.model_tester.image_size // 4
+                self.assertListEqual(list(hidden_states[0].shape[-2:]), [quarter, quarter])
 
     @unittest.skipUnless(_HIDDEN_STATES, "the models' forward takes no output_hidden_states")
     def test_retain_grad_hidden_states_attentions(self):
